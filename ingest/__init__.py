@@ -1,0 +1,1 @@
+"""grounded ingest: load files, chunk, embed, BM25, upsert into Qdrant."""

@@ -1,0 +1,49 @@
+"""Assembles ingest components from :class:`~ingest.settings.Settings` (the one place that does)."""
+
+from __future__ import annotations
+
+from .chunking import TokenChunker
+from .embedding import Embedder, SentenceTransformerEmbedder
+from .index import VectorIndex
+from .pipeline import Ingestor
+from .settings import Settings
+from .sparse import Bm25Params
+
+
+def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(
+        settings.embedding_model,
+        query_prefix=settings.query_prefix,
+        passage_prefix=settings.passage_prefix,
+        batch_size=settings.embedding_batch_size,
+        device=settings.embedding_device,
+    )
+
+
+def build_chunker(settings: Settings, embedder: Embedder) -> TokenChunker:
+    # A chunk longer than the model's window would be silently truncated when embedded.
+    size = min(settings.chunk_size, embedder.max_tokens)
+    return TokenChunker(embedder.tokenizer, chunk_size=size, chunk_overlap=settings.chunk_overlap)
+
+
+def bm25_params(settings: Settings) -> Bm25Params:
+    return Bm25Params(
+        k1=settings.bm25_k1,
+        b=settings.bm25_b,
+        avg_len=settings.bm25_avg_len or Bm25Params.avg_len,
+        language=settings.bm25_language,
+    )
+
+
+def build_ingestor(
+    settings: Settings, index: VectorIndex, embedder: Embedder, collection: str | None = None
+) -> Ingestor:
+    return Ingestor(
+        index,
+        embedder,
+        build_chunker(settings, embedder),
+        collection=collection or settings.collection,
+        bm25=bm25_params(settings),
+        bm25_avg_len=settings.bm25_avg_len,
+        batch_docs=settings.ingest_batch_docs,
+    )

@@ -1,0 +1,46 @@
+"""Index adapters and the one place that picks between them."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import (
+    CollectionNotFound,
+    DocState,
+    FieldFilter,
+    Hit,
+    IncompatibleCollection,
+    IndexPoint,
+    IndexProblem,
+    Manifest,
+    SearchQuery,
+    VectorIndex,
+    require_manifest,
+)
+from .edge import DataDirLocked, EdgeIndex
+
+__all__ = [
+    "CollectionNotFound",
+    "DataDirLocked",
+    "DocState",
+    "EdgeIndex",
+    "FieldFilter",
+    "Hit",
+    "IncompatibleCollection",
+    "IndexPoint",
+    "IndexProblem",
+    "Manifest",
+    "SearchQuery",
+    "VectorIndex",
+    "open_index",
+    "require_manifest",
+]
+
+
+def open_index(settings: Settings) -> VectorIndex:
+    """Qdrant server when ``qdrant_url`` is set, else the embedded Edge shards in ``data_dir``."""
+    if settings.qdrant_url:
+        from .server import ServerIndex
+
+        key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return ServerIndex.connect(settings.qdrant_url, key)
+    return EdgeIndex(settings.data_dir)

@@ -1,0 +1,281 @@
+"""The ingest pipeline: documents → chunks → dense + BM25 vectors → Qdrant, idempotently.
+
+Every chunk's point id is derived from (doc id, chunk index), and every chunk carries its
+document's content hash. A batch is written as *upsert the new version, then delete the document's
+points of any other hash*, so:
+
+- re-ingesting an unchanged document writes nothing (its stored hash and chunk set match);
+- a changed document replaces all its old chunks, including surplus ones from a longer version;
+- a crash between the two steps leaves a document that the next run sees as not current and
+  rewrites; a re-run after any crash converges to exactly the current chunks, with no duplicates.
+
+Embedding the next batch overlaps with writing the previous one.
+
+Example::
+
+    ingestor = Ingestor(index, embedder, chunker, collection="docs")
+    report = ingestor.ingest(documents)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Protocol
+
+from .chunking import Chunker
+from .documents import Chunk, Document
+from .embedding import Embedder
+from .index import IndexPoint, Manifest, VectorIndex
+from .loaders import LoadFailure
+from .sparse import Bm25Encoder, Bm25Params, measure_avg_len
+
+ProgressFn = Callable[[int, int], None]
+"""Called after each written batch with (documents done, chunks written)."""
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    chunks_written: int = 0
+    failures: list[LoadFailure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def documents(self) -> int:
+        return self.added + self.updated + self.unchanged
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def add(self, other: IngestReport) -> None:
+        self.added += other.added
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.deleted += other.deleted
+        self.chunks_written += other.chunks_written
+        self.failures.extend(other.failures)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "documents": self.documents,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "chunks_written": self.chunks_written,
+            "failures": [
+                {"source": f.source, "line": f.line, "reason": f.reason} for f in self.failures
+            ],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class IngestTarget(Protocol):
+    """Where the CLI sends documents: the local index, or a running service over HTTP."""
+
+    def ingest(
+        self, documents: Iterable[Document], progress: ProgressFn | None = None
+    ) -> IngestReport: ...
+
+    def delete(self, doc_ids: Sequence[str]) -> int: ...
+
+    def document_sources(self) -> dict[str, str]: ...
+
+
+def chunk_payload(chunk: Chunk, doc_hash: str, chunk_count: int) -> dict[str, object]:
+    return {
+        "doc_id": chunk.doc_id,
+        "chunk_index": chunk.chunk_index,
+        "chunk_count": chunk_count,
+        "doc_hash": doc_hash,
+        "text": chunk.text,
+        "title": chunk.title,
+        "headings": list(chunk.headings),
+        "source": chunk.source,
+        "start": chunk.start,
+        "end": chunk.end,
+        "metadata": chunk.metadata,
+    }
+
+
+def batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class Ingestor:
+    """Writes documents into one collection so that it holds exactly their current chunks.
+
+    Args:
+        index: the Qdrant adapter to write to.
+        embedder: dense embedder; its name and dimension are recorded in the collection.
+        chunker: splits documents; its signature is part of each document's hash, so changing
+            the chunk size re-chunks everything on the next ingest.
+        collection: target collection, created on first write.
+        bm25: BM25 parameters for a new collection; ``avg_len=None`` measures it on the first
+            batch. An existing collection keeps the parameters it was created with.
+        batch_docs: documents per embed/write batch.
+    """
+
+    def __init__(
+        self,
+        index: VectorIndex,
+        embedder: Embedder,
+        chunker: Chunker,
+        *,
+        collection: str,
+        bm25: Bm25Params | None = None,
+        bm25_avg_len: float | None = None,
+        batch_docs: int = 256,
+    ) -> None:
+        if batch_docs <= 0:
+            raise ValueError("batch_docs must be > 0")
+        self.index = index
+        self.embedder = embedder
+        self.chunker = chunker
+        self.collection = collection
+        self.bm25 = bm25 or Bm25Params()
+        self.bm25_avg_len = bm25_avg_len
+        self.batch_docs = batch_docs
+        self._sparse: Bm25Encoder | None = None
+
+    # collection --------------------------------------------------------------------------
+    def _ensure_collection(self, first_chunks: Sequence[Chunk]) -> Bm25Encoder:
+        if self._sparse is not None:
+            return self._sparse
+        manifest = self.index.manifest(self.collection)
+        if manifest is None:
+            avg_len = self.bm25_avg_len or (
+                measure_avg_len([c.embed_text for c in first_chunks], self.bm25.language)
+                if first_chunks
+                else self.bm25.avg_len
+            )
+            params = Bm25Params(self.bm25.k1, self.bm25.b, avg_len, self.bm25.language)
+            manifest = Manifest(
+                self.embedder.name, self.embedder.dimension, params, self.chunker.signature
+            )
+            self.index.create_collection(self.collection, manifest)
+        manifest.check_model(self.collection, self.embedder.name, self.embedder.dimension)
+        self._sparse = Bm25Encoder(manifest.bm25)
+        return self._sparse
+
+    # ingest ------------------------------------------------------------------------------
+    def ingest(
+        self, documents: Iterable[Document], progress: ProgressFn | None = None
+    ) -> IngestReport:
+        report = IngestReport()
+        started = time.perf_counter()
+        done_docs = 0
+        if self.index.manifest(self.collection) is not None:
+            self._ensure_collection([])  # fail on a model mismatch before embedding anything
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grounded-writer") as writer:
+            pending: Future[int] | None = None
+            for batch in batched(documents, self.batch_docs):
+                plan = self._plan(batch, report)
+                vectors = self.embedder.embed_documents([c.embed_text for c, _, _ in plan.chunks])
+                if pending is not None:
+                    pending.result()
+                sparse = self._ensure_collection([c for c, _, _ in plan.chunks])
+                pending = writer.submit(self._write, plan, vectors, sparse)
+                done_docs += len(batch)
+                report.chunks_written += len(plan.chunks)
+                if progress:
+                    pending.add_done_callback(
+                        lambda _f, d=done_docs, c=report.chunks_written: progress(d, c)
+                    )
+            if pending is not None:
+                pending.result()
+        if self._sparse is not None or self.index.manifest(self.collection) is not None:
+            self.index.flush(self.collection)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    @dataclass
+    class _Plan:
+        chunks: list[tuple[Chunk, str, int]]  # (chunk, doc_hash, chunk_count)
+        current: dict[str, str]  # doc_id -> new hash, for docs being (re)written
+
+    def _plan(self, batch: list[Document], report: IngestReport) -> Ingestor._Plan:
+        hashes = {doc.id: doc.content_hash(self.chunker.signature) for doc in batch}
+        exists = self.index.manifest(self.collection) is not None
+        states = self.index.document_states(self.collection, list(hashes)) if exists else {}
+        plan = Ingestor._Plan([], {})
+        for doc in batch:
+            doc_hash = hashes[doc.id]
+            state = states.get(doc.id)
+            if state is not None and state.is_current(doc_hash):
+                report.unchanged += 1
+                continue
+            chunks = self.chunker.chunk(doc)
+            if state is None:
+                report.added += 1
+            else:
+                report.updated += 1
+            plan.current[doc.id] = doc_hash
+            plan.chunks.extend((c, doc_hash, len(chunks)) for c in chunks)
+        return plan
+
+    def _write(
+        self, plan: Ingestor._Plan, vectors: Sequence[Sequence[float]], sparse: Bm25Encoder
+    ) -> int:
+        points = [
+            IndexPoint(
+                chunk.point_id,
+                vector,
+                sparse.embed_document(chunk.embed_text),
+                chunk_payload(chunk, doc_hash, count),
+            )
+            for (chunk, doc_hash, count), vector in zip(plan.chunks, vectors, strict=True)
+        ]
+        for start in range(0, len(points), 512):
+            self.index.upsert(self.collection, points[start : start + 512])
+        # Only after the new version is in: drop chunks of older versions (incl. surplus ones).
+        self.index.delete_stale_chunks(self.collection, plan.current)
+        return len(points)
+
+    # deletes -----------------------------------------------------------------------------
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Remove documents; returns how many of them were in the collection."""
+        if self.index.manifest(self.collection) is None:
+            return 0
+        present = self.index.document_states(self.collection, list(doc_ids))
+        self.index.delete_documents(self.collection, list(present))
+        if present:
+            self.index.flush(self.collection)
+        return len(present)
+
+    def document_sources(self) -> dict[str, str]:
+        if self.index.manifest(self.collection) is None:
+            return {}
+        return self.index.document_sources(self.collection)
+
+
+def stale_documents(
+    sources: dict[str, str], roots: Sequence[Path], seen: set[str], failed_sources: set[str]
+) -> list[str]:
+    """Documents that came from under ``roots`` but were not seen in this run.
+
+    Documents of a file that failed to load (wholly or in part) are kept: a broken file is not a
+    deleted one.
+    """
+    resolved = [Path(r).resolve() for r in roots]
+
+    def under_roots(source: str) -> bool:
+        path = Path(source)
+        return any(path == root or root in path.parents for root in resolved)
+
+    return sorted(
+        doc_id
+        for doc_id, source in sources.items()
+        if doc_id not in seen and source not in failed_sources and under_roots(source)
+    )

@@ -1,0 +1,124 @@
+"""The one settings object of grounded.
+
+Read, highest priority first, from: keyword arguments (the CLI's flags), environment variables
+prefixed ``GROUNDED_`` (``GROUNDED_DATA_DIR``, ``GROUNDED_QDRANT_URL`` ...), a TOML config file
+(``GROUNDED_CONFIG`` or ``./grounded.toml`` when present), then the defaults below.
+
+Example::
+
+    from ingest.settings import Settings
+    settings = Settings(data_dir="/tmp/grounded", chunk_size=200)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+FusionMethod = Literal["rrf", "dbsf"]
+
+DEFAULT_CONFIG_FILE = "grounded.toml"
+
+
+def config_file_path() -> Path | None:
+    explicit = os.environ.get("GROUNDED_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"GROUNDED_CONFIG points to {path}, which is not a file")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Every knob of ingest, retrieval and the API, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="GROUNDED_", extra="ignore")
+
+    # Storage
+    data_dir: Path = Field(Path("data"), description="Where the embedded Qdrant Edge shards live.")
+    qdrant_url: str | None = Field(None, description="Qdrant server/cluster URL; unset = embedded.")
+    qdrant_api_key: SecretStr | None = None
+    collection: str = Field("default", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+    # Embeddings
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers name or local path; the default loads offline.",
+    )
+    query_prefix: str = Field("", description="Prepended to queries (e5: 'query: ').")
+    passage_prefix: str = Field("", description="Prepended to passages (e5: 'passage: ').")
+    embedding_batch_size: int = Field(64, gt=0)
+    embedding_device: str | None = None
+
+    # Chunking (in tokens of the embedder's own tokenizer)
+    chunk_size: int = Field(256, ge=16, description="Max tokens per chunk, context included.")
+    chunk_overlap: int = Field(32, ge=0)
+
+    # BM25 (sparse vectors with Qdrant's IDF modifier)
+    bm25_k1: float = Field(1.2, ge=0)
+    bm25_b: float = Field(0.75, ge=0, le=1)
+    bm25_avg_len: float | None = Field(
+        None, gt=0, description="Average chunk length in BM25 tokens; unset = measured at creation."
+    )
+    bm25_language: str = "english"
+
+    # Retrieval
+    search_mode: SearchMode = "hybrid"
+    fusion: FusionMethod = "rrf"
+    rrf_k: int = Field(60, gt=0)
+    dense_weight: float = Field(1.0, gt=0)
+    sparse_weight: float = Field(1.0, gt=0)
+    prefetch_limit: int = Field(100, gt=0, le=10_000)
+    top_k: int = Field(10, gt=0)
+    max_top_k: int = Field(100, gt=0)
+
+    # API
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_query_chars: int = Field(4096, gt=0)
+
+    # Ingest
+    ingest_batch_docs: int = Field(256, gt=0, description="Documents per embed/upsert batch.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size // 2:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be < chunk_size/2 "
+                f"({self.chunk_size // 2})"
+            )
+        if self.top_k > self.max_top_k:
+            raise ValueError(f"top_k ({self.top_k}) must be <= max_top_k ({self.max_top_k})")
+        return self
+
+    @property
+    def uses_server(self) -> bool:
+        return bool(self.qdrant_url)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)

@@ -1,0 +1,1 @@
+"""grounded service: hybrid retrieval, answers, REST API and CLI."""

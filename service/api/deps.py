@@ -1,0 +1,46 @@
+"""Dependencies the routes share: the pipeline and the settings, taken from the app's state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from ingest.settings import Settings
+
+from ..pipeline import RagPipeline
+from ..retrieval import SearchParams
+from .schemas import SearchRequest, to_field_filters
+
+
+def get_pipeline(request: Request) -> RagPipeline:
+    return request.app.state.pipeline
+
+
+PipelineDep = Annotated[RagPipeline, Depends(get_pipeline)]
+
+
+def search_params(body: SearchRequest, settings: Settings) -> SearchParams:
+    """Request → :class:`SearchParams`, filling defaults and enforcing the configured limits."""
+    top_k = body.top_k or settings.top_k
+    if top_k > settings.max_top_k:
+        raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}, got {top_k}")
+    if len(body.query) > settings.max_query_chars:
+        raise HTTPException(
+            422, f"query is {len(body.query)} characters; the limit is {settings.max_query_chars}"
+        )
+    try:
+        filters = to_field_filters(body.filters)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return SearchParams(
+        query=body.query,
+        collection=body.collection or settings.collection,
+        top_k=top_k,
+        mode=body.mode or settings.search_mode,
+        fusion=body.fusion or settings.fusion,
+        filters=filters,
+        rrf_k=body.rrf_k,
+        dense_weight=body.dense_weight,
+        sparse_weight=body.sparse_weight,
+    )

@@ -1,0 +1,153 @@
+"""Request and response bodies of the REST API, apart from the logic that fills them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ingest.index import FieldFilter
+from ingest.index.base import FILTERABLE_FIELDS
+
+Scalar = str | int | float | bool
+
+
+class RangeFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+
+
+class AnyOfFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    any: list[str | int] = Field(min_length=1)
+
+
+FilterValue = Scalar | AnyOfFilter | RangeFilter
+
+
+def to_field_filters(filters: dict[str, FilterValue]) -> tuple[FieldFilter, ...]:
+    result: list[FieldFilter] = []
+    for key, cond in filters.items():
+        if key not in FILTERABLE_FIELDS and not key.startswith("metadata."):
+            raise ValueError(
+                f"cannot filter on {key!r}: use one of {', '.join(FILTERABLE_FIELDS)} "
+                "or 'metadata.<field>'"
+            )
+        if isinstance(cond, AnyOfFilter):
+            result.append(FieldFilter(key, any=tuple(cond.any)))
+        elif isinstance(cond, RangeFilter):
+            if not any(v is not None for v in (cond.gte, cond.gt, cond.lte, cond.lt)):
+                raise ValueError(f"range filter on {key!r} needs one of gte, gt, lte, lt")
+            result.append(FieldFilter(key, gte=cond.gte, gt=cond.gt, lte=cond.lte, lt=cond.lt))
+        elif isinstance(cond, float) and not cond.is_integer():
+            raise ValueError(f"equality on {key!r} needs a string, integer or boolean; use a range")
+        else:
+            result.append(FieldFilter(key, value=int(cond) if isinstance(cond, float) else cond))
+    return tuple(result)
+
+
+class SearchRequest(BaseModel):
+    """A search. ``filters`` maps a field to a value (equality), ``{"any": [...]}`` or a range
+    ``{"gte": 2019, "lt": 2024}``; fields are ``doc_id``, ``source``, ``title``, ``chunk_index``
+    or ``metadata.<name>``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"query": "How does grounded store BM25?", "top_k": 5, "mode": "hybrid"}]
+        },
+    )
+
+    query: str = Field(min_length=1)
+    collection: str | None = Field(None, description="Defaults to the configured collection.")
+    top_k: int | None = Field(None, ge=1, description="Defaults to settings.top_k.")
+    mode: Literal["hybrid", "dense", "sparse"] | None = None
+    fusion: Literal["rrf", "dbsf"] | None = None
+    rrf_k: int | None = Field(None, ge=1)
+    dense_weight: float | None = Field(None, gt=0)
+    sparse_weight: float | None = Field(None, gt=0)
+    filters: dict[str, FilterValue] = Field(default_factory=dict)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query must not be empty or whitespace")
+        return value.strip()
+
+
+class QueryRequest(SearchRequest):
+    pass
+
+
+class ChunkOut(BaseModel):
+    rank: int
+    score: float
+    id: str
+    doc_id: str
+    chunk_index: int
+    title: str
+    text: str
+    source: str
+    start: int
+    end: int
+    headings: list[str]
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    mode: str
+    fusion: str | None
+    results: list[ChunkOut]
+    timings: dict[str, float]
+
+
+class CitationOut(BaseModel):
+    number: int
+    chunk_id: str
+    doc_id: str
+    title: str
+    source: str
+    start: int
+    end: int
+
+
+class QueryResponse(SearchResponse):
+    answer: str
+    generator: str
+    abstained: bool
+    citations: list[CitationOut]
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    title: str = ""
+    source: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    collection: str | None = None
+    documents: list[DocumentIn] = Field(min_length=1)
+
+
+class DeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    collection: str | None = None
+    doc_ids: list[str] = Field(min_length=1)
+
+
+class CollectionOut(BaseModel):
+    name: str
+    points: int
+    model: str
+    dimension: int
+    chunker: str
+    bm25: dict[str, Any]

@@ -1,0 +1,395 @@
+"""The ``grounded`` command line: ingest, delete, search, serve, collections.
+
+Other packages add subcommands through the ``grounded.commands`` entry-point group (the eval
+package does), so this module never imports them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ingest.documents import Document
+from ingest.index import IndexProblem
+from ingest.loaders import LoadFailure, iter_documents
+from ingest.pipeline import IngestReport, IngestTarget, stale_documents
+from ingest.settings import Settings
+
+app = typer.Typer(
+    name="grounded",
+    help="Retrieval-first RAG: ingest documents into Qdrant, search them, serve cited answers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (env GROUNDED_DATA_DIR).")
+]
+CollectionOpt = Annotated[
+    str | None, typer.Option("--collection", "-c", help="Collection (env GROUNDED_COLLECTION).")
+]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", help="Go through a running `grounded serve` at this URL."),
+]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+class _Rate(ProgressColumn):
+    def __init__(self, field: str, label: str) -> None:
+        super().__init__()
+        self.field, self.label = field, label
+
+    def render(self, task: Task) -> Text:
+        count = task.fields.get(self.field, 0)
+        elapsed = task.elapsed or 0.0
+        rate = count / elapsed if elapsed > 0 else 0.0
+        return Text(f"{count} {self.label} ({rate:.1f}/s)")
+
+
+# ingest ------------------------------------------------------------------------------------
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (recursive).")],
+    collection: CollectionOpt = None,
+    prune: Annotated[
+        bool, typer.Option(help="Delete documents whose files left these folders.")
+    ] = False,
+    server: ServerOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Ingest .txt .md .html .pdf .jsonl files; unchanged documents are skipped."""
+    settings = make_settings(data_dir=data_dir, collection=collection)
+    name = settings.collection
+    with _target(settings, name, server) as target:
+        failures: list[LoadFailure] = []
+        seen: dict[str, str] = {}
+
+        def documents() -> Iterator[Document]:
+            for item in iter_documents(paths):
+                if isinstance(item, LoadFailure):
+                    failures.append(item)
+                    err.print(f"[red]✗[/red] {item}")
+                elif item.id in seen:
+                    failure = LoadFailure(
+                        item.source, f"duplicate document id {item.id!r} (also in {seen[item.id]})"
+                    )
+                    failures.append(failure)
+                    err.print(f"[red]✗[/red] {failure}")
+                else:
+                    seen[item.id] = item.source
+                    yield item
+
+        with Progress(
+            SpinnerColumn(),
+            TextColumn(f"ingesting into [bold]{name}[/bold]"),
+            _Rate("docs", "docs"),
+            _Rate("chunks", "chunks"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=as_json or not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("ingest", docs=0, chunks=0, total=None)
+            report = target.ingest(
+                documents(), lambda d, c: progress.update(task, docs=d, chunks=c)
+            )
+        report.failures = failures
+        if prune:
+            failed = {f.source for f in failures}
+            stale = stale_documents(target.document_sources(), paths, set(seen), failed)
+            report.deleted = target.delete(stale) if stale else 0
+    _print_report(report, name, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+class _target:
+    """Context manager yielding the local ingestor, or the remote service with ``--server``."""
+
+    def __init__(self, settings: Settings, collection: str, server: str | None) -> None:
+        self.settings, self.collection, self.server = settings, collection, server
+        self._index: Any = None
+
+    def __enter__(self) -> IngestTarget:
+        if self.server:
+            from .client import GroundedClient, RemoteIngestTarget
+
+            return RemoteIngestTarget(GroundedClient(self.server), self.collection)
+        from ingest.build import build_embedder, build_ingestor
+        from ingest.index import open_index
+
+        try:
+            index = open_index(self.settings)
+        except IndexProblem as exc:
+            raise fail(str(exc)) from None
+        self._index = index
+        return build_ingestor(self.settings, index, build_embedder(self.settings), self.collection)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._index is not None:
+            self._index.close()
+        if isinstance(exc, IndexProblem):
+            raise fail(str(exc))
+        from .client import ServiceError
+
+        if isinstance(exc, ServiceError):
+            raise fail(str(exc))
+
+
+def _print_report(report: IngestReport, collection: str, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({"collection": collection, **report.to_dict()}))
+        return
+    seconds = max(report.seconds, 1e-9)
+    table = Table(title=f"ingest summary: {collection}", show_header=False)
+    table.add_row(
+        "documents",
+        f"{report.documents} ({report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged)",
+    )
+    table.add_row("deleted (pruned)", str(report.deleted))
+    table.add_row("chunks written", str(report.chunks_written))
+    table.add_row("failed", f"[red]{len(report.failures)}[/red]" if report.failures else "0")
+    table.add_row(
+        "time",
+        f"{report.seconds:.1f} s ({report.documents / seconds:.1f} docs/s, "
+        f"{report.chunks_written / seconds:.1f} chunks/s)",
+    )
+    out.print(table)
+
+
+# delete ------------------------------------------------------------------------------------
+@app.command()
+def delete(
+    doc_ids: Annotated[list[str], typer.Argument(help="Document ids to remove.")],
+    collection: CollectionOpt = None,
+    server: ServerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Remove documents (all their chunks) from a collection."""
+    settings = make_settings(data_dir=data_dir, collection=collection)
+    with _target(settings, settings.collection, server) as target:
+        removed = target.delete(doc_ids)
+    out.print(f"deleted {removed} of {len(doc_ids)} document(s) from {settings.collection}")
+    if removed < len(doc_ids):
+        raise typer.Exit(1)
+
+
+# search ------------------------------------------------------------------------------------
+def _parse_filters(specs: list[str]) -> dict[str, Any]:
+    """``key=value``, ``key=a|b`` (any of), ``key>=3``, ``key<2020`` → request filters."""
+    filters: dict[str, Any] = {}
+    for spec in specs:
+        for op, name in ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt")):
+            if op in spec:
+                key, value = spec.split(op, 1)
+                filters.setdefault(key.strip(), {})[name] = float(value)
+                break
+        else:
+            if "=" not in spec:
+                raise fail(f"bad --filter {spec!r}: use key=value, key=a|b, key>=N or key<N", 2)
+            key, value = (s.strip() for s in spec.split("=", 1))
+            values = [_scalar(v) for v in value.split("|")]
+            filters[key] = {"any": values} if len(values) > 1 else values[0]
+    return filters
+
+
+def _scalar(value: str) -> str | int | bool:
+    if value.lstrip("-").isdigit():
+        return int(value)
+    if value in ("true", "false"):
+        return value == "true"
+    return value
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The question or keywords.")],
+    collection: CollectionOpt = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k")] = None,
+    mode: Annotated[str | None, typer.Option(help="hybrid | dense | sparse")] = None,
+    fusion: Annotated[str | None, typer.Option(help="rrf | dbsf")] = None,
+    filters: Annotated[
+        list[str] | None, typer.Option("--filter", "-f", help="key=value, key=a|b, key>=N")
+    ] = None,
+    answer: Annotated[
+        bool, typer.Option(help="Also compose a cited answer (like /v1/query).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    server: ServerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Search a collection; --json prints exactly what POST /v1/search returns."""
+    settings = make_settings(data_dir=data_dir, collection=collection)
+    body: dict[str, Any] = {"query": query, "collection": settings.collection}
+    body.update({k: v for k, v in {"top_k": top_k, "mode": mode, "fusion": fusion}.items() if v})
+    body["filters"] = _parse_filters(filters or [])
+    if server:
+        from .client import GroundedClient, ServiceError
+
+        try:
+            client = GroundedClient(server)
+            response = client.query(body) if answer else client.search(body)
+        except ServiceError as exc:
+            raise fail(str(exc)) from None
+    else:
+        response = _local_search(settings, body, answer)
+    if as_json:
+        out.print_json(json.dumps(response, default=str))
+        return
+    if answer:
+        out.print(f"[bold]answer[/bold] ({response['generator']}): {response['answer']}\n")
+    table = Table(title=f"{response['mode']} search in {response['collection']}")
+    for column in ("#", "score", "doc", "title", "text"):
+        table.add_column(column, overflow="fold")
+    for hit in response["results"]:
+        snippet = " ".join(hit["text"].split())[:160]
+        table.add_row(
+            str(hit["rank"]), f"{hit['score']:.4f}", hit["doc_id"], hit["title"][:40], snippet
+        )
+    out.print(table)
+    out.print("timings (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in response["timings"].items()))
+
+
+def _local_search(settings: Settings, body: dict[str, Any], answer: bool) -> dict[str, Any]:
+    from fastapi import HTTPException
+    from pydantic import ValidationError
+
+    from .api.deps import search_params
+    from .api.routes.search import query as query_route
+    from .api.routes.search import search as search_route
+    from .api.schemas import QueryRequest, SearchRequest
+    from .pipeline import RagPipeline
+
+    try:
+        request = (QueryRequest if answer else SearchRequest)(**body)
+        search_params(request, settings)  # validate before loading the model
+    except ValidationError as exc:
+        raise fail("; ".join(e["msg"] for e in exc.errors()), 2) from None
+    except HTTPException as exc:
+        raise fail(str(exc.detail), 2) from None
+    try:
+        pipeline = RagPipeline.from_settings(settings)
+    except IndexProblem as exc:
+        raise fail(str(exc)) from None
+    try:
+        route = query_route if answer else search_route
+        response = route(request, pipeline)  # type: ignore[arg-type]
+        return json.loads(json.dumps(response, default=lambda o: o.model_dump()))
+    except IndexProblem as exc:
+        raise fail(str(exc)) from None
+    finally:
+        pipeline.close()
+
+
+# collections -------------------------------------------------------------------------------
+@app.command()
+def collections(data_dir: DataDirOpt = None) -> None:
+    """List collections with their point counts and embedding models."""
+    from ingest.index import open_index, require_manifest
+
+    settings = make_settings(data_dir=data_dir)
+    try:
+        index = open_index(settings)
+    except IndexProblem as exc:
+        raise fail(str(exc)) from None
+    try:
+        table = Table("collection", "points", "model", "dim", "chunker")
+        for name in index.list_collections():
+            m = require_manifest(index, name)
+            table.add_row(name, str(index.count(name)), m.model, str(m.dimension), m.chunker)
+        out.print(table)
+    finally:
+        index.close()
+
+
+# serve -------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (env GROUNDED_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env GROUNDED_PORT).")] = None,
+    data_dir: DataDirOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """Serve the REST API (POST /v1/search, /v1/query, /v1/ingest; docs at /docs)."""
+    import uvicorn
+
+    from .api.app import create_app
+    from .pipeline import RagPipeline
+
+    settings = make_settings(data_dir=data_dir, host=host, port=port, collection=collection)
+    try:
+        pipeline = RagPipeline.from_settings(settings)
+    except IndexProblem as exc:
+        raise fail(str(exc)) from None
+    base = f"http://{settings.host}:{settings.port}"
+
+    def ready() -> None:
+        body = json.dumps(
+            {"query": "How do I ingest documents?", "collection": settings.collection, "top_k": 3}
+        )
+        err.print(
+            f"\n[green]grounded is ready[/green] at {base} (API docs: {base}/docs). Try:\n\n"
+            f"  curl -s {base}/v1/query -H 'Content-Type: application/json' -d '{body}'\n",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    uvicorn.run(
+        create_app(pipeline, on_ready=ready),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+    )
+
+
+def _register_plugins() -> None:
+    for ep in entry_points(group="grounded.commands"):
+        try:
+            app.add_typer(ep.load(), name=ep.name)
+        except Exception as exc:  # a broken plugin must not take the core CLI down
+            err.print(f"[yellow]warning:[/yellow] cannot load command {ep.name!r}: {exc}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _register_plugins()
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""HTTP client for a running grounded service; the CLI's ``--server`` mode.
+
+:class:`RemoteIngestTarget` implements :class:`ingest.pipeline.IngestTarget`, so ``grounded
+ingest --server URL`` runs the same loop as a local ingest while the service owns the shard.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import httpx
+
+from ingest.documents import Document
+from ingest.pipeline import IngestReport, ProgressFn, batched
+
+
+class ServiceError(Exception):
+    """The service answered with an error; the message carries its reason."""
+
+
+class GroundedClient:
+    def __init__(self, base_url: str, timeout: float = 600.0) -> None:
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"cannot reach grounded at {self.http.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ServiceError(f"{response.status_code}: {detail}")
+        return response.json()
+
+    def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/search", json=body)
+
+    def query(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/query", json=body)
+
+    def ingest(self, collection: str, docs: Sequence[Document]) -> dict[str, Any]:
+        payload = {
+            "collection": collection,
+            "documents": [
+                {
+                    "id": d.id,
+                    "text": d.text,
+                    "title": d.title,
+                    "source": d.source,
+                    "metadata": d.metadata,
+                }
+                for d in docs
+            ],
+        }
+        return self._call("POST", "/v1/ingest", json=payload)
+
+    def delete(self, collection: str, doc_ids: Sequence[str]) -> int:
+        return int(
+            self._call(
+                "POST", "/v1/delete", json={"collection": collection, "doc_ids": list(doc_ids)}
+            )["deleted"]
+        )
+
+    def sources(self, collection: str) -> dict[str, str]:
+        try:
+            return self._call("GET", f"/v1/collections/{collection}/sources")
+        except ServiceError as exc:
+            if str(exc).startswith("404"):
+                return {}
+            raise
+
+
+class RemoteIngestTarget:
+    """Sends documents to ``POST /v1/ingest`` in batches."""
+
+    def __init__(self, client: GroundedClient, collection: str, batch_docs: int = 64) -> None:
+        self.client = client
+        self.collection = collection
+        self.batch_docs = batch_docs
+
+    def ingest(
+        self, documents: Iterable[Document], progress: ProgressFn | None = None
+    ) -> IngestReport:
+        report = IngestReport()
+        started = time.perf_counter()
+        done = 0
+        for batch in batched(documents, self.batch_docs):
+            part = self.client.ingest(self.collection, batch)
+            report.add(
+                IngestReport(
+                    added=part["added"],
+                    updated=part["updated"],
+                    unchanged=part["unchanged"],
+                    chunks_written=part["chunks_written"],
+                )
+            )
+            done += len(batch)
+            if progress:
+                progress(done, report.chunks_written)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        return self.client.delete(self.collection, doc_ids)
+
+    def document_sources(self) -> dict[str, str]:
+        return self.client.sources(self.collection)
