@@ -17,7 +17,7 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "grounde
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   echo "installing torch (CPU build)…" >&2
-  "${pip[@]}" install "torch==2.13.0" || "${pip[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
+  "${pip[@]}" install "torch==2.13.0"
 fi
 echo "installing grounded${extras:+[$extras]}…" >&2
 "${pip[@]}" install -e ".${extras:+[$extras]}"

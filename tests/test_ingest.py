@@ -1,0 +1,133 @@
+"""Ingest keeps a collection equal to the current chunks of the current documents."""
+
+from pathlib import Path
+
+import pytest
+
+from ingest.build import build_ingestor
+from ingest.documents import Document
+from ingest.index import IncompatibleCollection
+from ingest.loaders import Document as LoadedDocument
+from ingest.loaders import iter_documents
+from ingest.pipeline import Ingestor, stale_documents
+from ingest.settings import Settings
+
+LONG = " ".join(f"Paragraph sentence {i} about hybrid retrieval and BM25." for i in range(60))
+
+
+def docs(n: int = 6) -> list[Document]:
+    out = [Document(f"doc{i}", f"Document {i} talks about topic {i}. " * 3, title=f"T{i}") for i in range(n)]
+    out.append(Document("long", LONG, title="Long"))
+    return out
+
+
+def chunk_ids(index, collection: str = "c") -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+    states = index.document_states(collection, list(index.document_sources(collection)))
+    return sorted((doc_id, i) for doc_id, s in states.items() for i in s.chunk_indexes)
+
+
+@pytest.fixture
+def ingestor(index, embedder) -> Ingestor:  # type: ignore[no-untyped-def]
+    settings = Settings(chunk_size=64, chunk_overlap=8, ingest_batch_docs=3)
+    return build_ingestor(settings, index, embedder, "c")
+
+
+def test_reingest_is_a_no_op(ingestor: Ingestor) -> None:
+    first = ingestor.ingest(docs())
+    assert (first.added, first.unchanged) == (7, 0) and first.chunks_written > 7
+    count = ingestor.index.count("c")
+    second = ingestor.ingest(docs())
+    assert (second.added, second.updated, second.unchanged, second.chunks_written) == (0, 0, 7, 0)
+    assert ingestor.index.count("c") == count == first.chunks_written
+
+
+def test_changed_document_replaces_only_its_chunks(ingestor: Ingestor) -> None:
+    ingestor.ingest(docs())
+    before = chunk_ids(ingestor.index)
+    assert len([c for c in before if c[0] == "long"]) > 1
+    shorter = [
+        d if d.id != "long" else Document("long", "Now a single short sentence.", title="Long")
+        for d in docs()
+    ]
+    report = ingestor.ingest(shorter)
+    # only the changed document was written, and its surplus old chunks are gone
+    assert (report.updated, report.unchanged, report.chunks_written) == (1, 6, 1)
+    after = chunk_ids(ingestor.index)
+    assert [c for c in after if c[0] != "long"] == [c for c in before if c[0] != "long"]
+    assert [c for c in after if c[0] == "long"] == [("long", 0)]
+    assert ingestor.index.count("c") == len(after)
+
+
+def test_delete_and_model_check(ingestor: Ingestor, index, embedder) -> None:  # type: ignore[no-untyped-def]
+    ingestor.ingest(docs())
+    assert ingestor.delete(["doc1", "nope"]) == 1
+    assert "doc1" not in ingestor.document_sources()
+    other = Settings(chunk_size=64, chunk_overlap=8)
+    clash = build_ingestor(other, index, embedder, "c")
+    clash.embedder = type("Fake768", (), {"name": "other-model", "dimension": 768, "max_tokens": 256})()  # type: ignore[assignment]
+    with pytest.raises(IncompatibleCollection):
+        clash.ingest(docs(1))
+
+
+class CrashingIndex:
+    """Delegates to a real index but dies after ``upserts`` upsert calls (a crash mid-ingest)."""
+
+    def __init__(self, inner, upserts: int) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.left = inner, upserts
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    def upsert(self, collection, points):  # type: ignore[no-untyped-def]
+        if self.left == 0:
+            raise RuntimeError("simulated crash")
+        self.left -= 1
+        self.inner.upsert(collection, points)
+
+    def delete_stale_chunks(self, collection, current):  # type: ignore[no-untyped-def]
+        if self.left == 0:
+            raise RuntimeError("simulated crash before stale chunks were deleted")
+        self.inner.delete_stale_chunks(collection, current)
+
+
+def test_crash_mid_ingest_resumes_without_duplicates(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(chunk_size=64, chunk_overlap=8, ingest_batch_docs=2)
+    build_ingestor(settings, index, embedder, "c").ingest(docs())
+    # Version 2 of every document; the process dies after the first batch's upsert.
+    v2 = [Document(d.id, d.text + " Revised.", title=d.title) for d in docs()]
+    crashing = build_ingestor(settings, CrashingIndex(index, upserts=1), embedder, "c")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.ingest(v2)
+    # Re-run converges: every document current, exactly its chunks, nothing stale.
+    report = build_ingestor(settings, index, embedder, "c").ingest(v2)
+    assert report.unchanged + report.updated == len(v2)
+    salt = build_ingestor(settings, index, embedder, "c").chunker.signature
+    states = index.document_states("c", [d.id for d in v2])
+    assert all(states[d.id].is_current(d.content_hash(salt)) for d in v2)
+    assert index.count("c") == sum(s.points for s in states.values())
+
+
+def test_prune_removes_documents_whose_files_left(tmp_path: Path, index, embedder) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "kb"
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        (root / f"{name}.md").write_text(f"# {name}\n\nText of {name}.")
+    ingestor = build_ingestor(Settings(), index, embedder, "c")
+    loaded = [d for d in iter_documents([root]) if isinstance(d, LoadedDocument)]
+    ingestor.ingest(loaded)
+    (root / "b.md").unlink()
+    (root / "c.md").write_bytes(b"\xff\xfe broken now")  # a broken file is not a deleted one
+    items = list(iter_documents([root]))
+    current = [d for d in items if isinstance(d, LoadedDocument)]
+    failed = {i.source for i in items if not isinstance(i, LoadedDocument)}
+    ingestor.ingest(current)
+    stale = stale_documents(ingestor.document_sources(), [root], {d.id for d in current}, failed)
+    assert stale == ["kb/b.md"]
+    ingestor.delete(stale)
+    assert set(ingestor.document_sources()) == {"kb/a.md", "kb/c.md"}
+
+
+def test_chunk_size_change_rechunks(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    build_ingestor(Settings(chunk_size=256, chunk_overlap=32), index, embedder, "c").ingest(docs())
+    report = build_ingestor(Settings(chunk_size=64, chunk_overlap=8), index, embedder, "c").ingest(docs())
+    assert report.updated == 7
