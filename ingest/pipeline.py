@@ -27,6 +27,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from .chunking import Chunker
 from .documents import Chunk, Document
 from .embedding import Embedder
@@ -175,30 +177,41 @@ class Ingestor:
     ) -> IngestReport:
         report = IngestReport()
         started = time.perf_counter()
-        done_docs = 0
         if self.index.manifest(self.collection) is not None:
             self._ensure_collection([])  # fail on a model mismatch before embedding anything
+        done_docs = 0
+        # Batch N is written while batch N+1 is embedded. Index reads (the plan) happen only
+        # while no write is in flight: qdrant-client's local mode is not thread-safe.
+        queued: tuple[Ingestor._Plan, np.ndarray, int, int] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grounded-writer") as writer:
-            pending: Future[int] | None = None
             for batch in batched(documents, self.batch_docs):
                 plan = self._plan(batch, report)
+                pending = self._submit(writer, queued, progress) if queued else None
                 vectors = self.embedder.embed_documents([c.embed_text for c, _, _ in plan.chunks])
                 if pending is not None:
                     pending.result()
-                sparse = self._ensure_collection([c for c, _, _ in plan.chunks])
-                pending = writer.submit(self._write, plan, vectors, sparse)
                 done_docs += len(batch)
                 report.chunks_written += len(plan.chunks)
-                if progress:
-                    pending.add_done_callback(
-                        lambda _f, d=done_docs, c=report.chunks_written: progress(d, c)
-                    )
-            if pending is not None:
-                pending.result()
-        if self._sparse is not None or self.index.manifest(self.collection) is not None:
+                queued = (plan, vectors, done_docs, report.chunks_written)
+            if queued is not None:
+                self._submit(writer, queued, progress).result()
+        if self.index.manifest(self.collection) is not None:
             self.index.flush(self.collection)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _submit(
+        self,
+        writer: ThreadPoolExecutor,
+        queued: tuple[Ingestor._Plan, np.ndarray, int, int],
+        progress: ProgressFn | None,
+    ) -> Future[int]:
+        plan, vectors, done_docs, done_chunks = queued
+        sparse = self._ensure_collection([c for c, _, _ in plan.chunks])
+        future = writer.submit(self._write, plan, vectors, sparse)
+        if progress:
+            future.add_done_callback(lambda _f: progress(done_docs, done_chunks))
+        return future
 
     @dataclass
     class _Plan:

@@ -47,7 +47,12 @@ def bm25_collection(index):  # type: ignore[no-untyped-def]
     index.upsert(
         "bm25",
         [
-            IndexPoint(f"00000000-0000-0000-0000-{i:012d}", [1.0, 0.0], encoder.embed_document(text), {"doc_id": str(i)})
+            IndexPoint(
+                f"00000000-0000-0000-0000-{i:012d}",
+                [1.0, 0.0],
+                encoder.embed_document(text),
+                {"doc_id": str(i)},
+            )
             for i, text in enumerate(CORPUS)
         ],
     )
@@ -55,7 +60,12 @@ def bm25_collection(index):  # type: ignore[no-untyped-def]
 
 
 def _qdrant_scores(index, encoder, query: str) -> dict[int, float]:  # type: ignore[no-untyped-def]
-    hits = index.search("bm25", SearchQuery(dense=None, sparse=encoder.embed_query(query), mode="sparse", limit=len(CORPUS)))
+    hits = index.search(
+        "bm25",
+        SearchQuery(
+            dense=None, sparse=encoder.embed_query(query), mode="sparse", limit=len(CORPUS)
+        ),
+    )
     return {int(h.payload["doc_id"]): h.score for h in hits}
 
 

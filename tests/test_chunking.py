@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from ingest.chunking import TokenChunker, split_sections
@@ -26,7 +28,7 @@ def test_chunks_fit_budget_and_point_back_into_text(tokenizer, size: int, overla
         assert n_tokens(tokenizer, chunk.embed_text) <= size
         assert chunk.embed_text.startswith("Topics\n")
     # consecutive chunks overlap and together cover the whole text
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end
     assert chunks[0].start == 0 and chunks[-1].end == len(doc.text)
 
@@ -37,7 +39,10 @@ def test_windows_prefer_sentence_ends(tokenizer) -> None:  # type: ignore[no-unt
 
 
 def test_headings_become_context(tokenizer) -> None:  # type: ignore[no-untyped-def]
-    text = "# Manual\n\nIntro.\n\n## Install\n\nRun pip.\n\n### Linux\n\nUse apt.\n\n## Usage\n\nCall it."
+    text = (
+        "# Manual\n\nIntro.\n\n## Install\n\nRun pip.\n\n"
+        "### Linux\n\nUse apt.\n\n## Usage\n\nCall it."
+    )
     chunks = TokenChunker(tokenizer, 64, 8).chunk(Document("m", text, title="Manual"))
     assert [(c.text, c.headings) for c in chunks] == [
         ("Intro.", ("Manual",)),

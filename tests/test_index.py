@@ -33,8 +33,15 @@ def filled(index, embedder):  # type: ignore[no-untyped-def]
                 point_id(doc_id, 0),
                 vec,
                 bm25.embed_document(text),
-                {"doc_id": doc_id, "chunk_index": 0, "chunk_count": 1, "doc_hash": "h1",
-                 "source": f"/src/{doc_id}.txt", "text": text, "metadata": meta},
+                {
+                    "doc_id": doc_id,
+                    "chunk_index": 0,
+                    "chunk_count": 1,
+                    "doc_hash": "h1",
+                    "source": f"/src/{doc_id}.txt",
+                    "text": text,
+                    "metadata": meta,
+                },
             )
             for (doc_id, (text, meta)), vec in zip(TEXTS.items(), vectors, strict=True)
         ],
@@ -50,7 +57,9 @@ def query(embedder, bm25, text, **kw):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
 def test_every_mode_finds_the_obvious_document(filled, mode: str, fusion: str) -> None:  # type: ignore[no-untyped-def]
     index, embedder, bm25 = filled
-    hits = index.search("c", query(embedder, bm25, "purring cats", mode=mode, fusion=fusion, limit=2))
+    hits = index.search(
+        "c", query(embedder, bm25, "purring cats", mode=mode, fusion=fusion, limit=2)
+    )
     assert hits[0].payload["doc_id"] == "cats"
     assert hits[0].id == point_id("cats", 0)
 
@@ -59,15 +68,27 @@ def test_filters_equality_any_and_range(filled) -> None:  # type: ignore[no-unty
     index, embedder, bm25 = filled
 
     def ids(*filters: FieldFilter) -> set[str]:
-        hits = index.search("c", query(embedder, bm25, "animals", mode="dense", limit=10, filters=filters))
+        hits = index.search(
+            "c", query(embedder, bm25, "animals", mode="dense", limit=10, filters=filters)
+        )
         return {h.payload["doc_id"] for h in hits}
 
     assert ids(FieldFilter("metadata.lang", value="de")) == {"katze"}
     assert ids(FieldFilter("doc_id", any=("dogs", "rust"))) == {"dogs", "rust"}
     assert ids(FieldFilter("metadata.year", gte=2019, lt=2023)) == {"cats", "dogs"}
-    assert ids(FieldFilter("metadata.lang", value="en"), FieldFilter("metadata.year", gt=2020)) == {"dogs"}
+    assert ids(FieldFilter("metadata.lang", value="en"), FieldFilter("metadata.year", gt=2020)) == {
+        "dogs"
+    }
     hybrid = index.search(
-        "c", query(embedder, bm25, "cats", mode="hybrid", limit=10, filters=(FieldFilter("metadata.lang", value="de"),))
+        "c",
+        query(
+            embedder,
+            bm25,
+            "cats",
+            mode="hybrid",
+            limit=10,
+            filters=(FieldFilter("metadata.lang", value="de"),),
+        ),
     )
     assert {h.payload["doc_id"] for h in hybrid} == {"katze"}
 
@@ -81,11 +102,18 @@ def test_states_sources_stale_and_delete(filled) -> None:  # type: ignore[no-unt
 
     # a new version of "cats" with 2 chunks, then the stale one goes
     vec = embedder.embed_documents(["new cats"])[0]
-    index.upsert("c", [
-        IndexPoint(point_id("cats", i), vec, bm25.embed_document("new cats"),
-                   {"doc_id": "cats", "chunk_index": i, "chunk_count": 2, "doc_hash": "h2"})
-        for i in range(2)
-    ])
+    index.upsert(
+        "c",
+        [
+            IndexPoint(
+                point_id("cats", i),
+                vec,
+                bm25.embed_document("new cats"),
+                {"doc_id": "cats", "chunk_index": i, "chunk_count": 2, "doc_hash": "h2"},
+            )
+            for i in range(2)
+        ],
+    )
     assert index.document_states("c", ["cats"])["cats"].is_current("h2")  # same ids overwritten
     index.delete_stale_chunks("c", {"cats": "h2"})
     assert index.count("c") == 5

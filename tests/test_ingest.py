@@ -16,7 +16,10 @@ LONG = " ".join(f"Paragraph sentence {i} about hybrid retrieval and BM25." for i
 
 
 def docs(n: int = 6) -> list[Document]:
-    out = [Document(f"doc{i}", f"Document {i} talks about topic {i}. " * 3, title=f"T{i}") for i in range(n)]
+    out = [
+        Document(f"doc{i}", f"Document {i} talks about topic {i}. " * 3, title=f"T{i}")
+        for i in range(n)
+    ]
     out.append(Document("long", LONG, title="Long"))
     return out
 
@@ -64,7 +67,9 @@ def test_delete_and_model_check(ingestor: Ingestor, index, embedder) -> None:  #
     assert "doc1" not in ingestor.document_sources()
     other = Settings(chunk_size=64, chunk_overlap=8)
     clash = build_ingestor(other, index, embedder, "c")
-    clash.embedder = type("Fake768", (), {"name": "other-model", "dimension": 768, "max_tokens": 256})()  # type: ignore[assignment]
+    clash.embedder = type(
+        "Fake768", (), {"name": "other-model", "dimension": 768, "max_tokens": 256}
+    )()  # type: ignore[assignment]
     with pytest.raises(IncompatibleCollection):
         clash.ingest(docs(1))
 
@@ -129,5 +134,7 @@ def test_prune_removes_documents_whose_files_left(tmp_path: Path, index, embedde
 
 def test_chunk_size_change_rechunks(index, embedder) -> None:  # type: ignore[no-untyped-def]
     build_ingestor(Settings(chunk_size=256, chunk_overlap=32), index, embedder, "c").ingest(docs())
-    report = build_ingestor(Settings(chunk_size=64, chunk_overlap=8), index, embedder, "c").ingest(docs())
+    report = build_ingestor(Settings(chunk_size=64, chunk_overlap=8), index, embedder, "c").ingest(
+        docs()
+    )
     assert report.updated == 7

@@ -22,7 +22,8 @@ def test_folder_of_every_supported_type(tmp_path: Path) -> None:
     (root / "b.md").write_text("# Guide\n\nSome text.\n\n## Install\n\nRun it.")
     (root / "sub" / "c.html").write_text(
         "<html><head><title>Page</title><style>p{}</style></head>"
-        "<body><h1>Top</h1><p>Para one.</p><script>var x;</script><h2>Sub</h2><p>Two</p></body></html>"
+        "<body><h1>Top</h1><p>Para one.</p><script>var x;</script>"
+        "<h2>Sub</h2><p>Two</p></body></html>"
     )
     (root / "sub" / "d.pdf").write_bytes(make_pdf("Portable document text."))
     (root / "e.jsonl").write_text(
@@ -34,7 +35,14 @@ def test_folder_of_every_supported_type(tmp_path: Path) -> None:
     docs, failures = load([root])
     assert failures == []
     by_id = {d.id: d for d in docs}
-    assert set(by_id) == {"corpus/a.txt", "corpus/b.md", "corpus/sub/c.html", "corpus/sub/d.pdf", "x1", "x2"}
+    assert set(by_id) == {
+        "corpus/a.txt",
+        "corpus/b.md",
+        "corpus/sub/c.html",
+        "corpus/sub/d.pdf",
+        "x1",
+        "x2",
+    }
     assert by_id["corpus/b.md"].title == "Guide"
     html = by_id["corpus/sub/c.html"]
     assert html.title == "Page" and "# Top" in html.text and "## Sub" in html.text
@@ -67,7 +75,9 @@ def test_bad_file_fails_alone(tmp_path: Path, name: str, content: bytes, reason:
 
 def test_jsonl_bad_lines_reported_with_line_numbers(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
-    path.write_text('{"_id": "1", "text": "ok"}\nnot json\n{"_id": "2"}\n{"_id": "1", "text": "dup"}\n')
+    path.write_text(
+        '{"_id": "1", "text": "ok"}\nnot json\n{"_id": "2"}\n{"_id": "1", "text": "dup"}\n'
+    )
     docs, failures = load([path])
     assert [d.id for d in docs] == ["1"]
     assert [(f.line, f.reason.split(":")[0]) for f in failures] == [

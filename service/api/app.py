@@ -83,10 +83,8 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         reasons.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return JSONResponse(
-        {"detail": "; ".join(reasons), "errors": exc.errors()},
-        status_code=422,
-    )
+    errors = [{k: err.get(k) for k in ("loc", "msg", "type")} for err in exc.errors()]
+    return JSONResponse({"detail": "; ".join(reasons), "errors": errors}, status_code=422)
 
 
 def create_app(pipeline: RagPipeline, *, on_ready: Callable[[], None] | None = None) -> FastAPI:
