@@ -44,6 +44,6 @@ def build_ingestor(
         build_chunker(settings, embedder),
         collection=collection or settings.collection,
         bm25=bm25_params(settings),
-        bm25_avg_len=settings.bm25_avg_len,
+        measure_bm25_length=settings.bm25_avg_len is None,
         batch_docs=settings.ingest_batch_docs,
     )

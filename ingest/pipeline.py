@@ -124,8 +124,10 @@ class Ingestor:
         chunker: splits documents; its signature is part of each document's hash, so changing
             the chunk size re-chunks everything on the next ingest.
         collection: target collection, created on first write.
-        bm25: BM25 parameters for a new collection; ``avg_len=None`` measures it on the first
-            batch. An existing collection keeps the parameters it was created with.
+        bm25: BM25 parameters for a new collection. An existing collection keeps the parameters
+            it was created with.
+        measure_bm25_length: replace ``bm25.avg_len`` by the average length of the first batch's
+            chunks when the collection is created.
         batch_docs: documents per embed/write batch.
     """
 
@@ -137,7 +139,7 @@ class Ingestor:
         *,
         collection: str,
         bm25: Bm25Params | None = None,
-        bm25_avg_len: float | None = None,
+        measure_bm25_length: bool = True,
         batch_docs: int = 256,
     ) -> None:
         if batch_docs <= 0:
@@ -147,7 +149,7 @@ class Ingestor:
         self.chunker = chunker
         self.collection = collection
         self.bm25 = bm25 or Bm25Params()
-        self.bm25_avg_len = bm25_avg_len
+        self.measure_bm25_length = measure_bm25_length
         self.batch_docs = batch_docs
         self._sparse: Bm25Encoder | None = None
 
@@ -157,9 +159,9 @@ class Ingestor:
             return self._sparse
         manifest = self.index.manifest(self.collection)
         if manifest is None:
-            avg_len = self.bm25_avg_len or (
+            avg_len = (
                 measure_avg_len([c.embed_text for c in first_chunks], self.bm25.language)
-                if first_chunks
+                if self.measure_bm25_length and first_chunks
                 else self.bm25.avg_len
             )
             params = Bm25Params(self.bm25.k1, self.bm25.b, avg_len, self.bm25.language)

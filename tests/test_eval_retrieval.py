@@ -1,0 +1,95 @@
+"""Retrieval eval: metrics checked by hand, and the command on the hand-written BEIR fixture."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval.datasets import DatasetError, load_beir
+from eval.metrics import ranking_metrics
+from eval.retrieval import evaluate_retrieval, prepare_index
+from ingest.index import EdgeIndex
+from ingest.settings import Settings
+from service.pipeline import RagPipeline
+
+FIXTURE = Path(__file__).parent / "fixtures" / "mini_beir"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}, "q3": {"z": 1}}
+    run = {
+        "q1": {"x": 3.0, "a": 2.0},  # relevant at rank 2
+        "q2": {"b": 5.0, "y": 4.0, "c": 3.0},  # ranks 1 and 3
+        # q3 retrieved nothing: counts as zero, not as missing
+    }
+    m = ranking_metrics(qrels, run)
+    ndcg_q1 = 1 / math.log2(3)
+    ndcg_q2 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert m["ndcg@10"] == pytest.approx((ndcg_q1 + ndcg_q2) / 3)
+    assert m["mrr@10"] == pytest.approx((0.5 + 1.0) / 3)
+    assert m["recall@10"] == pytest.approx(2 / 3)
+    assert m["map"] == pytest.approx((0.5 + (1 + 2 / 3) / 2) / 3)
+
+
+def test_mrr_is_cut_at_ten() -> None:
+    run = {"q": {f"d{i}": 100.0 - i for i in range(20)}}
+    assert ranking_metrics({"q": {"d15": 1}}, run)["mrr@10"] == 0.0
+    assert ranking_metrics({"q": {"d15": 1}}, run)["recall@100"] == 1.0
+
+
+def test_dataset_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"corpus\.jsonl"):
+        load_beir(tmp_path)
+
+
+def test_eval_on_fixture_and_cached_index(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(data_dir=tmp_path)
+    pipeline = RagPipeline(settings, EdgeIndex(tmp_path), embedder)
+    try:
+        data = load_beir(FIXTURE)
+        collection, first = prepare_index(pipeline, data)
+        assert first.added == 12
+        _, second = prepare_index(pipeline, data)  # the cache: nothing re-embedded
+        assert (second.unchanged, second.chunks_written) == (12, 0)
+        report = evaluate_retrieval(
+            pipeline, data, ["sparse", "dense", "hybrid-rrf", "hybrid-dbsf"], collection
+        )
+    finally:
+        pipeline.close()
+    assert set(report) == {"sparse", "dense", "hybrid-rrf", "hybrid-dbsf"}
+    assert report["dense"]["ndcg@10"] > 0.8 and report["hybrid-rrf"]["recall@10"] == 1.0
+    assert all(0 <= r["map"] <= 1 and r["queries"] == 6 for r in report.values())
+
+
+def test_eval_command_json(tmp_path: Path) -> None:
+    env = {**os.environ, "GROUNDED_DATA_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "eval",
+            "retrieval",
+            "--dataset",
+            str(FIXTURE),
+            "--mode",
+            "sparse",
+            "--json",
+            "--limit",
+            "4",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert list(data["modes"]) == ["sparse"] and data["modes"]["sparse"]["queries"] == 4
+    assert {"ndcg@10", "recall@10", "recall@100", "mrr@10", "map"} <= set(data["modes"]["sparse"])
