@@ -56,12 +56,8 @@ def retrieval(
     except DatasetError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
-    try:
-        pipeline = RagPipeline.from_settings(settings)
-    except IndexProblem as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+    pipeline = _open_pipeline(data_dir)
+    settings = pipeline.settings
     try:
         with _progress(as_json or not err.is_terminal) as progress:
             task = progress.add_task(f"indexing {data.name}", total=len(data.corpus))
@@ -97,3 +93,141 @@ def retrieval(
             name, *(f"{scores[m]:.4f}" for m in METRICS), f"{scores['latency_p50_ms']:.1f}"
         )
     out.print(table)
+
+
+@app.command()
+def detector(
+    dataset: Annotated[Path, typer.Option("--dataset", help="HaluEval qa_data.json (JSON Lines)")],
+    limit: Annotated[
+        int | None, typer.Option(help="only the first N rows (2 answers each)")
+    ] = 2000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Balanced accuracy, F1 and AUROC of the offline hallucination detector, held out."""
+    from ingest.build import build_embedder
+
+    from .detector import load_halueval_qa, validate_detector
+    from .hallucination import HallucinationDetector
+
+    if not dataset.is_file():
+        err.print(f"[red]error:[/red] {dataset} is not a file")
+        raise typer.Exit(2)
+    rows = len(load_halueval_qa(dataset, limit))
+    hd = HallucinationDetector(build_embedder(Settings()))
+    with _progress(as_json or not err.is_terminal) as progress:
+        task = progress.add_task("scoring answers", total=rows)
+        report = validate_detector(hd, dataset, limit, tick=lambda n: progress.advance(task, n))
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    table = Table(title=f"hallucination detector on {dataset.name} ({report['rows']} rows)")
+    for column in ("split", "answers", "balanced acc.", "F1", "AUROC"):
+        table.add_column(column, justify="right")
+    for split in ("calibration", "held_out"):
+        r = report[split]
+        table.add_row(
+            split,
+            str(r["answers"]),
+            f"{r['balanced_accuracy']:.4f}",
+            f"{r['f1']:.4f}",
+            f"{r['auroc']:.4f}",
+        )
+    out.print(table)
+    out.print(f"threshold chosen on the calibration split only: score > {report['threshold']}")
+
+
+@app.command()
+def ladder(
+    dataset: Annotated[Path, typer.Option("--dataset", help="BEIR folder")],
+    chunk_sizes: Annotated[str, typer.Option(help="comma-separated chunk-size variants")] = "128",
+    limit: Annotated[int | None, typer.Option(help="only the first N judged queries")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="report folder")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """The optimization ladder: table (markdown, JSON), chart (PNG) and HTML report."""
+    from .ladder import ladder_markdown, run_ladder, write_ladder_report
+
+    try:
+        sizes = [int(s) for s in chunk_sizes.split(",") if s.strip()]
+        data = load_beir(dataset).limited(limit)
+    except (ValueError, DatasetError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    pipeline = _open_pipeline(data_dir)
+    try:
+        with _progress(as_json or not err.is_terminal) as progress:
+            tasks: dict[str, object] = {}
+
+            def indexed(label: str, done: int) -> None:
+                if label not in tasks:
+                    tasks[label] = progress.add_task(f"indexing ({label})", total=len(data.corpus))
+                progress.update(tasks[label], completed=done)  # type: ignore[arg-type]
+
+            rungs = 4 + len([s for s in sizes if s != pipeline.settings.chunk_size])
+            task = progress.add_task("querying", total=rungs * len(data.queries))
+            rows = run_ladder(pipeline, data, sizes, lambda n: progress.advance(task, n), indexed)
+    finally:
+        pipeline.close()
+    paths = write_ladder_report(
+        rows, out_dir or Path("eval-results") / f"ladder-{data.name}", data.name
+    )
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "rows": [r.to_dict() for r in rows],
+                    "files": {k: str(v) for k, v in paths.items()},
+                }
+            )
+        )
+        return
+    out.print(ladder_markdown(rows))
+    out.print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _open_pipeline(data_dir: Path | None) -> RagPipeline:
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    try:
+        return RagPipeline.from_settings(settings)
+    except IndexProblem as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def nightly(
+    config: Annotated[Path, typer.Option("--config", help="YAML: results_dir and suites")],
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """Run the configured suites, store the run, write the HTML report; exit 1 on a regression."""
+    from pydantic import ValidationError
+
+    from .nightly import NightlyConfig, run_nightly
+
+    try:
+        cfg = NightlyConfig.load(config)
+    except (OSError, ValidationError, ValueError) as exc:
+        err.print(f"[red]error:[/red] invalid nightly config {config}: {exc}")
+        raise typer.Exit(2) from None
+    pipeline = _open_pipeline(data_dir)
+    try:
+        passed, report, gates = run_nightly(cfg, pipeline, log=lambda m: err.print(m))
+    except (DatasetError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        pipeline.close()
+    table = Table("metric", "value", "floor", "baseline", "gate")
+    for g in gates:
+        table.add_row(
+            g.metric,
+            "" if g.value is None else f"{g.value:.4f}",
+            "" if g.floor is None else f"{g.floor:.4f}",
+            "" if g.baseline is None else f"{g.baseline:.4f}",
+            "[green]ok[/green]" if g.ok else f"[red]{g.reason}[/red]",
+        )
+    out.print(table)
+    out.print(f"{'PASSED' if passed else 'FAILED'}; report: {report}")
+    if not passed:
+        raise typer.Exit(1)

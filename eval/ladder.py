@@ -1,0 +1,216 @@
+"""The optimization ladder on your own data: each retrieval technique as one measured row.
+
+Rows: BM25 only; dense only (the baseline: plain cosine similarity); hybrid RRF; hybrid DBSF;
+hybrid at other chunk sizes. Rows for techniques that need a reranker or an LLM are listed as
+skipped, with the reason, until one is configured. Each row reports nDCG@10 (and the other
+metrics), its delta against the baseline and the median query latency.
+
+Example::
+
+    rows = run_ladder(pipeline, dataset, chunk_sizes=[128])
+    write_ladder_report(rows, Path("ladder-out"), title="scifact")
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.pipeline import RagPipeline
+
+from .datasets import BeirDataset
+from .metrics import METRICS, ranking_metrics
+from .retrieval import prepare_index, run_queries
+
+BASELINE = "dense"
+Tick = Callable[[int], None]
+
+
+@dataclass
+class LadderRow:
+    name: str
+    description: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    latency_p50_ms: float | None = None
+    skipped: str | None = None
+    delta: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "metrics": self.metrics,
+            "delta_ndcg@10": self.delta,
+            "latency_p50_ms": self.latency_p50_ms,
+            "skipped": self.skipped,
+        }
+
+
+def _measure(
+    pipeline: RagPipeline, dataset: BeirDataset, collection: str, mode: str, tick: Tick | None
+) -> tuple[dict[str, float], float]:
+    import statistics
+
+    run, latencies = run_queries(pipeline, dataset, collection, mode, tick)
+    scores = {k: round(v, 4) for k, v in ranking_metrics(dataset.qrels, run).items()}
+    return scores, round(statistics.median(latencies), 2)
+
+
+def run_ladder(
+    pipeline: RagPipeline,
+    dataset: BeirDataset,
+    chunk_sizes: Sequence[int] = (),
+    tick: Tick | None = None,
+    index_progress: Callable[[str, int], None] | None = None,
+) -> list[LadderRow]:
+    collection, _ = prepare_index(
+        pipeline, dataset, (lambda d, _c: index_progress("base", d)) if index_progress else None
+    )
+    size = pipeline.settings.chunk_size
+    rungs = [
+        ("bm25", "BM25 only (sparse vectors, IDF in Qdrant)", "sparse"),
+        (BASELINE, "dense only: cosine similarity of embeddings (baseline)", "dense"),
+        ("hybrid-rrf", "dense + BM25, reciprocal rank fusion", "hybrid-rrf"),
+        ("hybrid-dbsf", "dense + BM25, distribution-based score fusion", "hybrid-dbsf"),
+    ]
+    rows: list[LadderRow] = []
+    for name, description, mode in rungs:
+        metrics, latency = _measure(pipeline, dataset, collection, mode, tick)
+        rows.append(LadderRow(name, description, metrics, latency))
+    for chunk_size in chunk_sizes:
+        if chunk_size == size:
+            continue
+        overlap = min(pipeline.settings.chunk_overlap, chunk_size // 4)
+        settings = type(pipeline.settings).model_validate(
+            {**pipeline.settings.model_dump(), "chunk_size": chunk_size, "chunk_overlap": overlap}
+        )
+        variant = RagPipeline(settings, pipeline.index, pipeline.embedder)
+        label = f"chunks-{chunk_size}"
+        variant_collection, _ = prepare_index(
+            variant,
+            dataset,
+            (lambda d, _c, lb=label: index_progress(lb, d)) if index_progress else None,
+        )
+        metrics, latency = _measure(variant, dataset, variant_collection, "hybrid-rrf", tick)
+        rows.append(
+            LadderRow(
+                label, f"hybrid RRF with {chunk_size}-token chunks (base: {size})", metrics, latency
+            )
+        )
+    rows.append(
+        LadderRow(
+            "+reranker",
+            "hybrid RRF, then a cross-encoder reranker",
+            skipped="no reranker configured",
+        )
+    )
+    rows.append(
+        LadderRow("+multi-query", "LLM rephrasings fused by RRF", skipped="no LLM configured")
+    )
+    rows.append(
+        LadderRow("+hyde", "hypothetical answer drives the dense leg", skipped="no LLM configured")
+    )
+    baseline = next(r for r in rows if r.name == BASELINE).metrics["ndcg@10"]
+    for row in rows:
+        if row.metrics:
+            row.delta = round(row.metrics["ndcg@10"] - baseline, 4)
+    return rows
+
+
+def ladder_markdown(rows: Sequence[LadderRow]) -> str:
+    header = "| row | " + " | ".join(METRICS) + " | Δ nDCG@10 vs dense | p50 ms | notes |"
+    lines = [header, "|" + " --- |" * (len(METRICS) + 4)]
+    for r in rows:
+        if r.skipped:
+            lines.append(f"| {r.name} |" + " |" * len(METRICS) + f" | | skipped: {r.skipped} |")
+            continue
+        cells = " | ".join(f"{r.metrics[m]:.4f}" for m in METRICS)
+        lines.append(
+            f"| {r.name} | {cells} | {r.delta:+.4f} | {r.latency_p50_ms:.1f} | {r.description} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ladder_chart(rows: Sequence[LadderRow], title: str) -> bytes:
+    """A bar chart of nDCG@10 per row, the baseline marked; PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in rows if r.metrics]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(measured)), 4), dpi=110)
+    colors = ["#888888" if r.name == BASELINE else "#2f6db5" for r in measured]
+    bars = ax.bar(
+        [r.name for r in measured], [r.metrics["ndcg@10"] for r in measured], color=colors
+    )
+    baseline = next(r for r in measured if r.name == BASELINE).metrics["ndcg@10"]
+    ax.axhline(baseline, color="#888888", linestyle="--", linewidth=1, label="dense baseline")
+    for bar, row in zip(bars, measured, strict=True):
+        ax.annotate(
+            f"{row.metrics['ndcg@10']:.3f}\n({row.delta:+.3f})",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_ylabel("nDCG@10")
+    ax.set_ylim(0, min(1.0, max(r.metrics["ndcg@10"] for r in measured) * 1.25))
+    ax.set_title(f"Retrieval ladder: {title}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_ladder_report(rows: Sequence[LadderRow], out_dir: Path, title: str) -> dict[str, Path]:
+    """``ladder.md``, ``ladder.json``, ``ladder.png`` and a self-contained ``ladder.html``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = ladder_chart(rows, title)
+    paths = {
+        "markdown": out_dir / "ladder.md",
+        "json": out_dir / "ladder.json",
+        "png": out_dir / "ladder.png",
+        "html": out_dir / "ladder.html",
+    }
+    paths["markdown"].write_text(f"# Retrieval ladder: {title}\n\n" + ladder_markdown(rows))
+    paths["json"].write_text(
+        json.dumps({"title": title, "rows": [r.to_dict() for r in rows]}, indent=2)
+    )
+    paths["png"].write_bytes(png)
+    paths["html"].write_text(ladder_html(rows, title, png))
+    return paths
+
+
+def ladder_html(rows: Sequence[LadderRow], title: str, png: bytes) -> str:
+    head = "".join(
+        f"<th>{html.escape(h)}</th>" for h in ("row", *METRICS, "Δ nDCG@10", "p50 ms", "notes")
+    )
+    body = []
+    for r in rows:
+        if r.skipped:
+            cells = "<td></td>" * (len(METRICS) + 2) + f"<td>skipped: {html.escape(r.skipped)}</td>"
+        else:
+            cells = "".join(f"<td>{r.metrics[m]:.4f}</td>" for m in METRICS)
+            cells += f"<td>{r.delta:+.4f}</td><td>{r.latency_p50_ms:.1f}</td>"
+            cells += f"<td>{html.escape(r.description)}</td>"
+        body.append(f"<tr><td>{html.escape(r.name)}</td>{cells}</tr>")
+    image = base64.b64encode(png).decode()
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Retrieval ladder: {html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td:first-child,td:last-child{{text-align:left}}</style></head>
+<body><h1>Retrieval ladder: {html.escape(title)}</h1>
+<img alt="nDCG@10 per row" src="data:image/png;base64,{image}">
+<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
+</body></html>
+"""

@@ -1,0 +1,131 @@
+"""Hallucination detector, ladder report and nightly gates."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SHARED
+
+from eval.datasets import load_beir
+from eval.detector import best_threshold, is_held_out, validate_detector
+from eval.hallucination import HallucinationDetector
+from eval.ladder import run_ladder, write_ladder_report
+from ingest.index import EdgeIndex
+from ingest.settings import Settings
+from service.pipeline import RagPipeline
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+CONTEXT = (
+    "The Oberoi Group is a hotel company with its head office in Delhi. It was founded in 1934."
+)
+
+
+@pytest.fixture(scope="module")
+def detector(embedder) -> HallucinationDetector:  # type: ignore[no-untyped-def]
+    return HallucinationDetector(embedder)
+
+
+def test_supported_and_unsupported_claims(detector: HallucinationDetector) -> None:
+    q = "Where is the Oberoi Group's head office?"
+    good = detector.check(q, "Its head office is in Delhi.", CONTEXT)
+    wrong_city = detector.check(q, "Its head office is in Mumbai.", CONTEXT)
+    wrong_year = detector.check("When was it founded?", "It was founded in 1952.", CONTEXT)
+    assert good.score < wrong_city.score and good.score < wrong_year.score
+    assert wrong_city.claims[0].signals["entities"] == 0.0
+    assert wrong_year.claims[0].signals["numbers"] == 0.0
+    mixed = detector.check(q, "The head office is in Delhi. It was founded in 1952.", CONTEXT)
+    assert len(mixed.claims) == 2 and mixed.unsupported_rate == 0.5
+    assert detector.check(q, "", CONTEXT).claims == []
+
+
+def test_threshold_is_chosen_on_calibration_only() -> None:
+    import numpy as np
+
+    assert best_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == pytest.approx(
+        0.2
+    )
+    questions = [f"question {i}" for i in range(200)]
+    held = sum(is_held_out(q) for q in questions)
+    assert 70 < held < 130  # a real split, stable across runs
+
+
+def test_detector_validation_on_labelled_data(detector: HallucinationDetector) -> None:
+    path = SHARED / "halueval" / "qa_data.json"
+    limit = 300 if path.exists() else None
+    path = path if path.exists() else FIXTURES / "halueval_mini.jsonl"
+    report = validate_detector(detector, path, limit=limit)
+    held = report["held_out"]
+    assert held["answers"] > 0 and 0 <= held["balanced_accuracy"] <= 1
+    assert held["auroc"] > 0.7, report
+
+
+def test_ladder_writes_table_chart_and_html(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(data_dir=tmp_path / "data")
+    pipeline = RagPipeline(settings, EdgeIndex(settings.data_dir), embedder)
+    try:
+        rows = run_ladder(pipeline, load_beir(FIXTURES / "mini_beir"), chunk_sizes=[64])
+    finally:
+        pipeline.close()
+    names = [r.name for r in rows]
+    assert names[:5] == ["bm25", "dense", "hybrid-rrf", "hybrid-dbsf", "chunks-64"]
+    assert next(r for r in rows if r.name == "dense").delta == 0.0
+    assert all(r.skipped for r in rows if r.name.startswith("+"))
+    paths = write_ladder_report(rows, tmp_path / "out", "mini")
+    assert paths["png"].read_bytes().startswith(b"\x89PNG")
+    page = paths["html"].read_text()
+    assert "data:image/png;base64," in page and "hybrid-rrf" in page
+    assert json.loads(paths["json"].read_text())["rows"][0]["name"] == "bm25"
+    assert "| bm25 |" in paths["markdown"].read_text()
+
+
+def _nightly(config: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GROUNDED_DATA_DIR": str(data), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "eval", "nightly", "--config", str(config)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_nightly_passes_then_fails_when_a_floor_is_raised(tmp_path: Path) -> None:
+    (tmp_path / "mini").symlink_to(FIXTURES / "mini_beir")
+    (tmp_path / "halu.jsonl").symlink_to(FIXTURES / "halueval_mini.jsonl")
+
+    def write(floor: float) -> Path:
+        config = tmp_path / "eval.yaml"
+        config.write_text(
+            "results_dir: results\nsuites:\n"
+            "  - {name: mini, kind: retrieval, dataset: mini, modes: [sparse, hybrid-rrf],"
+            f" floors: {{hybrid-rrf.ndcg@10: {floor}}}, tolerance: 0.01}}\n"
+            "  - {name: halu, kind: detector, dataset: halu.jsonl}\n"
+        )
+        return config
+
+    first = _nightly(write(0.5), tmp_path / "data")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "PASSED" in first.stdout
+    failed = _nightly(write(1.01), tmp_path / "data")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "< floor 1.0100" in failed.stdout
+    runs = sorted((tmp_path / "results" / "runs").glob("*.json"))
+    assert len(runs) == 2 and json.loads(runs[-1].read_text())["passed"] is False
+    baseline = json.loads((tmp_path / "results" / "baseline.json").read_text())
+    assert (
+        baseline["run"] == json.loads(runs[0].read_text())["run"]
+    )  # failures never become baseline
+    page = (tmp_path / "results" / "report.html").read_text()
+    assert "FAILED" in page and page.count("data:image/png;base64,") >= 2
+
+
+def test_nightly_rejects_bad_config(tmp_path: Path) -> None:
+    config = tmp_path / "eval.yaml"
+    config.write_text("suites: [{name: x, kind: magic, dataset: y}]\n")
+    proc = _nightly(config, tmp_path / "data")
+    assert proc.returncode == 2 and "invalid nightly config" in proc.stderr
