@@ -231,3 +231,83 @@ def nightly(
     out.print(f"{'PASSED' if passed else 'FAILED'}; report: {report}")
     if not passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def answers(
+    dataset: Annotated[
+        Path, typer.Option("--dataset", help="SQuAD-format JSON, or JSONL questions")
+    ],
+    corpus: Annotated[
+        Path | None, typer.Option(help="corpus JSONL for a JSONL question file")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N questions")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="chunks retrieved per question")] = 5,
+    judge_url: Annotated[
+        str | None, typer.Option(help="judge LLM base URL (env GROUNDED_JUDGE_BASE_URL)")
+    ] = None,
+    judge_model: Annotated[
+        str | None, typer.Option(help="judge model (env GROUNDED_JUDGE_MODEL)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """Answers through the full pipeline: EM/F1, id context precision/recall, unsupported claims,
+    and ragas metrics when a judge LLM is configured."""
+    from .answers import evaluate_answers, load_answer_suite
+    from .hallucination import HallucinationDetector
+    from .judge import JudgeConfig, RagasJudge
+    from .retrieval import index_corpus
+
+    try:
+        suite = load_answer_suite(dataset, corpus).limited(limit)
+    except (OSError, ValueError, KeyError) as exc:
+        err.print(f"[red]error:[/red] cannot load {dataset}: {exc}")
+        raise typer.Exit(2) from None
+    if not suite.corpus:
+        err.print("[red]error:[/red] no corpus: pass --corpus for a JSONL question file")
+        raise typer.Exit(2)
+    pipeline = _open_pipeline(data_dir)
+    s = pipeline.settings
+    url, model = judge_url or s.judge_base_url, judge_model or s.judge_model
+    judge = None
+    if url and model:
+        key = s.judge_api_key.get_secret_value() if s.judge_api_key else "not-needed"
+        judge = RagasJudge(JudgeConfig(url, model, key, s.judge_timeout), pipeline.embedder)
+    try:
+        with _progress(as_json or not err.is_terminal) as progress:
+            task = progress.add_task(f"indexing {suite.name}", total=len(suite.corpus))
+            collection, _ = index_corpus(
+                pipeline,
+                suite.name,
+                dataset,
+                suite.corpus,
+                lambda d, _c: progress.update(task, completed=d),
+            )
+            task = progress.add_task("answering", total=len(suite.items))
+            summary, _records = evaluate_answers(
+                pipeline,
+                suite,
+                collection,
+                top_k=top_k,
+                detector=HallucinationDetector(pipeline.embedder),
+                judge=judge,
+                tick=lambda n: progress.advance(task, n),
+            )
+    finally:
+        pipeline.close()
+    summary["judge"] = judge.config.describe() if judge else None
+    if as_json:
+        out.print_json(json.dumps({"dataset": suite.name, **summary}))
+        return
+    table = Table(
+        title=f"answers: {suite.name} ({summary['questions']} questions, "
+        f"generator {summary['generator']})"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key not in ("generator", "judge"):
+            table.add_row(key, "n/a" if value is None else f"{value}")
+    out.print(table)
+    out.print(f"judge: {summary['judge'] or 'none configured (ragas metrics skipped)'}")

@@ -18,8 +18,10 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from ingest.documents import Document
 from ingest.pipeline import IngestReport
 from service.pipeline import RagPipeline
 from service.retrieval import SearchParams, doc_ranking
@@ -39,18 +41,30 @@ CHUNK_DEPTH = 300
 Tick = Callable[[int], None]
 
 
-def collection_for(dataset: BeirDataset, pipeline: RagPipeline) -> str:
+def collection_for(name: str, path: Path, pipeline: RagPipeline) -> str:
+    """One collection per corpus, embedding model and chunking: the eval's index cache."""
     s = pipeline.settings
-    key = f"{dataset.path.resolve()}|{pipeline.embedder.name}|{s.chunk_size}|{s.chunk_overlap}"
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset.name)[:32]
+    key = f"{path.resolve()}|{pipeline.embedder.name}|{s.chunk_size}|{s.chunk_overlap}"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:32]
     return f"eval-{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def index_corpus(
+    pipeline: RagPipeline,
+    name: str,
+    path: Path,
+    corpus: list[Document],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[str, IngestReport]:
+    """Ingest (or, when unchanged, just re-check) a corpus into its cache collection."""
+    collection = collection_for(name, path, pipeline)
+    return collection, pipeline.ingest(corpus, collection, progress)
 
 
 def prepare_index(
     pipeline: RagPipeline, dataset: BeirDataset, progress: Callable[[int, int], None] | None = None
 ) -> tuple[str, IngestReport]:
-    collection = collection_for(dataset, pipeline)
-    return collection, pipeline.ingest(dataset.corpus, collection, progress)
+    return index_corpus(pipeline, dataset.name, dataset.path, dataset.corpus, progress)
 
 
 def run_queries(
@@ -87,7 +101,7 @@ def evaluate_retrieval(
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
-    collection = collection or collection_for(dataset, pipeline)
+    collection = collection or collection_for(dataset.name, dataset.path, pipeline)
     report: dict[str, dict[str, float]] = {}
     for mode in modes:
         run, latencies = run_queries(pipeline, dataset, collection, mode, tick)

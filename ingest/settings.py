@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_query_chars: int = Field(4096, gt=0)
 
+    # Judge LLM for answer evaluation (any OpenAI-compatible endpoint)
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+    judge_api_key: SecretStr | None = None
+    judge_timeout: float = Field(120.0, gt=0)
+
     # Ingest
     ingest_batch_docs: int = Field(256, gt=0, description="Documents per embed/upsert batch.")
 

@@ -1,0 +1,104 @@
+"""Answer eval: SQuAD metrics, id-based context metrics, NaN handling, the command end to end."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SHARED
+
+from eval.answers import (
+    AnswerRecord,
+    evaluate_answers,
+    exact_match,
+    load_answer_suite,
+    strip_citations,
+    summarize,
+    token_f1,
+)
+from eval.hallucination import HallucinationDetector
+from eval.retrieval import index_corpus
+from ingest.index import EdgeIndex
+from ingest.settings import Settings
+from service.pipeline import RagPipeline
+
+FIXTURE = Path(__file__).parent / "fixtures" / "squad_mini.json"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_squad_metrics() -> None:
+    assert exact_match("The Aqua Appia.", ["Aqua Appia"]) == 1.0
+    assert exact_match("Aqua Virgo", ["Aqua Appia"]) == 0.0
+    # 2 of 6 predicted tokens match, both gold tokens found: P=1/3, R=1, F1=0.5
+    assert token_f1("built in 312 BC by Appius", ["312 BC"]) == pytest.approx(0.5)
+    assert token_f1("anything", []) == 0.0
+    assert strip_citations("It is red [1]. And blue [2]") == "It is red. And blue"
+
+
+def test_nan_judge_scores_are_undetermined_not_zero() -> None:
+    def rec(judge: dict[str, float]) -> AnswerRecord:
+        return AnswerRecord("q", "q?", "a", False, [], [], judge=judge)
+
+    summary = summarize(
+        [rec({"faithfulness": 1.0}), rec({"faithfulness": math.nan}), rec({"faithfulness": 0.5})]
+    )
+    assert summary["judge.faithfulness"] == 0.75
+    assert summary["judge.faithfulness.undetermined"] == 1
+    all_nan = summarize([rec({"faithfulness": math.nan})])
+    assert all_nan["judge.faithfulness"] is None and all_nan["judge.faithfulness.undetermined"] == 1
+
+
+def test_xquad_suite_loads_from_shared_or_fixture() -> None:
+    path = SHARED / "xquad_en" / "xquad.en.json"
+    suite = load_answer_suite(path if path.exists() else FIXTURE)
+    assert suite.corpus and suite.items
+    ids = {d.id for d in suite.corpus}
+    assert all(item.answers and set(item.relevant_ids) <= ids for item in suite.items)
+    if path.exists():
+        assert (len(suite.corpus), len(suite.items)) == (240, 1190)
+
+
+def test_answers_through_the_pipeline(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(data_dir=tmp_path)
+    pipeline = RagPipeline(settings, EdgeIndex(tmp_path), embedder)
+    try:
+        suite = load_answer_suite(FIXTURE)
+        collection, _ = index_corpus(pipeline, suite.name, FIXTURE, suite.corpus)
+        summary, records = evaluate_answers(
+            pipeline, suite, collection, top_k=2, detector=HallucinationDetector(embedder)
+        )
+    finally:
+        pipeline.close()
+    assert summary["questions"] == 5 and summary["generator"] == "extractive"
+    assert summary["context_recall"] == 1.0  # each gold passage is retrieved
+    assert 0 < summary["f1"] <= 1 and 0 <= summary["exact_match"] <= 1
+    # extractive answers quote the context, so the detector finds them supported
+    assert summary["unsupported_rate"] <= 0.2
+    assert all(r.retrieved_ids and r.contexts for r in records)
+
+
+def test_answers_command(tmp_path: Path) -> None:
+    env = {**os.environ, "GROUNDED_DATA_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "eval",
+            "answers",
+            "--dataset",
+            str(FIXTURE),
+            "--json",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["questions"] == 5 and data["judge"] is None and "f1" in data
