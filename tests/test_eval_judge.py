@@ -1,6 +1,7 @@
 """ragas against a real local OpenAI-compatible server (llama.cpp + SmolLM2-135M).
 
-The tiny judge's verdicts are not the point: the plumbing is. Every judged row must come back with
+The tiny judge's verdicts are not the point (it mostly fails ragas' output format, so most come
+back NaN): the plumbing is. Every judged row must come back with
 every metric, either as a number in [0, 1] or as NaN, and NaNs must be counted as undetermined.
 """
 
@@ -13,7 +14,6 @@ from eval.judge import JudgeConfig, RagasJudge
 def test_ragas_judge_plumbing_and_nan_accounting(llm_server: str, embedder) -> None:  # type: ignore[no-untyped-def]
     items = [
         AnswerItem("q1", "What is the boundary of a black hole called?", ("the event horizon",)),
-        AnswerItem("q2", "When was the Aqua Appia built?", ("312 BC",)),
     ]
     records = [
         AnswerRecord(
@@ -23,14 +23,6 @@ def test_ragas_judge_plumbing_and_nan_accounting(llm_server: str, embedder) -> N
             False,
             ["h"],
             ["Its boundary is called the event horizon."],
-        ),
-        AnswerRecord(
-            "q2",
-            items[1].question,
-            "It was built in 312 BC.",
-            False,
-            ["r"],
-            ["The Aqua Appia, built in 312 BC, was the first aqueduct of Rome."],
         ),
         AnswerRecord("q3", "Unanswered?", "", True, [], []),  # abstained: not judged
     ]
@@ -42,13 +34,13 @@ def test_ragas_judge_plumbing_and_nan_accounting(llm_server: str, embedder) -> N
         "llm_context_precision_with_reference",
         "context_recall",
     }
-    for record in records[:2]:
+    for record in records[:1]:
         assert set(record.judge) == expected
         assert all(math.isnan(v) or 0.0 <= v <= 1.0 for v in record.judge.values())
-    assert records[2].judge == {}
+    assert records[1].judge == {}
     summary = summarize(records)
     for name in expected:
         undetermined = summary[f"judge.{name}.undetermined"]
-        determined = sum(not math.isnan(r.judge[name]) for r in records[:2])
-        assert undetermined + determined == 2
+        determined = sum(not math.isnan(r.judge[name]) for r in records[:1])
+        assert undetermined + determined == 1
         assert (summary[f"judge.{name}"] is None) == (determined == 0)

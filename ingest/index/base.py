@@ -9,7 +9,7 @@ vector ``bm25`` (IDF modifier), and records the embedding model it was built wit
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -156,6 +156,15 @@ class DocState:
 
 
 STATE_FIELDS = ["doc_id", "doc_hash", "chunk_index", "chunk_count"]
+
+
+def states_from_payloads(payloads: Iterable[Mapping[str, Any] | None]) -> dict[str, DocState]:
+    """Group scrolled payloads (with :data:`STATE_FIELDS`) into one :class:`DocState` per doc."""
+    states: dict[str, DocState] = {}
+    for payload in payloads:
+        if payload:
+            states.setdefault(str(payload["doc_id"]), DocState()).add(payload)
+    return states
 
 
 class VectorIndex(Protocol):

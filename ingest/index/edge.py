@@ -46,6 +46,7 @@ from .base import (
     IndexProblem,
     Manifest,
     SearchQuery,
+    states_from_payloads,
 )
 
 _SCROLL_PAGE = 1024
@@ -228,14 +229,10 @@ class EdgeIndex:
                 return records
 
     def document_states(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocState]:
-        states: dict[str, DocState] = {}
         if not doc_ids:
-            return states
+            return {}
         flt = qe.Filter(must=[qe.FieldCondition("doc_id", match=qe.MatchAny(list(doc_ids)))])
-        for record in self._scroll(collection, flt, STATE_FIELDS):
-            payload = record.payload or {}
-            states.setdefault(str(payload["doc_id"]), DocState()).add(payload)
-        return states
+        return states_from_payloads(r.payload for r in self._scroll(collection, flt, STATE_FIELDS))
 
     def document_sources(self, collection: str) -> dict[str, str]:
         flt = qe.Filter(must=[qe.FieldCondition("chunk_index", match=qe.MatchValue(0))])

@@ -31,6 +31,7 @@ from .base import (
     IndexProblem,
     Manifest,
     SearchQuery,
+    states_from_payloads,
 )
 
 _SCROLL_PAGE = 1024
@@ -150,16 +151,12 @@ class ServerIndex:
                 return records
 
     def document_states(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocState]:
-        states: dict[str, DocState] = {}
         if not doc_ids:
-            return states
+            return {}
         flt = qm.Filter(
             must=[qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))]
         )
-        for record in self._scroll(collection, flt, STATE_FIELDS):
-            payload = record.payload or {}
-            states.setdefault(str(payload["doc_id"]), DocState()).add(payload)
-        return states
+        return states_from_payloads(r.payload for r in self._scroll(collection, flt, STATE_FIELDS))
 
     def document_sources(self, collection: str) -> dict[str, str]:
         flt = qm.Filter(must=[qm.FieldCondition(key="chunk_index", match=qm.MatchValue(value=0))])
