@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -203,7 +204,7 @@ def nightly(
     """Run the configured suites, store the run, write the HTML report; exit 1 on a regression."""
     from pydantic import ValidationError
 
-    from .nightly import NightlyConfig, run_nightly
+    from .nightly import NightlyConfig, Suite, run_nightly
 
     try:
         cfg = NightlyConfig.load(config)
@@ -212,7 +213,15 @@ def nightly(
         raise typer.Exit(2) from None
     pipeline = _open_pipeline(data_dir)
     try:
-        passed, report, gates = run_nightly(cfg, pipeline, log=lambda m: err.print(m))
+        with _progress(not err.is_terminal) as progress:
+
+            def ticker(suite: Suite) -> Callable[[int], None]:
+                task = progress.add_task(f"{suite.name} ({suite.kind})", total=None)
+                return lambda n: progress.advance(task, n)
+
+            passed, report, gates = run_nightly(
+                cfg, pipeline, log=lambda m: progress.console.print(m), ticker=ticker
+            )
     except (DatasetError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

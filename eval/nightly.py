@@ -74,7 +74,10 @@ class Gate(BaseModel):
 
 
 def run_suite(
-    pipeline: RagPipeline, suite: Suite, log: Callable[[str], None]
+    pipeline: RagPipeline,
+    suite: Suite,
+    log: Callable[[str], None],
+    tick: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, float], bytes | None]:
     """Flat ``{suite.mode.metric: value}`` for one suite, and a chart when it draws one."""
     flat: dict[str, float] = {}
@@ -84,7 +87,7 @@ def run_suite(
         from .hallucination import HallucinationDetector
 
         report = validate_detector(
-            HallucinationDetector(pipeline.embedder), suite.dataset, suite.limit
+            HallucinationDetector(pipeline.embedder), suite.dataset, suite.limit, tick
         )
         for key, value in report["held_out"].items():  # type: ignore[union-attr]
             flat[f"{suite.name}.held_out.{key}"] = float(value)
@@ -97,14 +100,14 @@ def run_suite(
 
         log(f"{suite.name}: indexing {len(dataset.corpus)} documents (cached after the first run)")
         collection, _ = prepare_index(pipeline, dataset)
-        report = evaluate_retrieval(pipeline, dataset, suite.modes, collection)
+        report = evaluate_retrieval(pipeline, dataset, suite.modes, collection, tick)
         for mode, scores in report.items():
             for key, value in scores.items():
                 flat[f"{suite.name}.{mode}.{key}"] = float(value)
     else:
         from .ladder import ladder_chart, run_ladder
 
-        rows = run_ladder(pipeline, dataset, suite.chunk_sizes)
+        rows = run_ladder(pipeline, dataset, suite.chunk_sizes, tick)
         for row in rows:
             for key, value in row.metrics.items():
                 flat[f"{suite.name}.{row.name}.{key}"] = float(value)
@@ -151,8 +154,12 @@ def check_gates(
 
 
 def run_nightly(
-    config: NightlyConfig, pipeline: RagPipeline, log: Callable[[str], None] = print
+    config: NightlyConfig,
+    pipeline: RagPipeline,
+    log: Callable[[str], None] = print,
+    ticker: Callable[[Suite], Callable[[int], None]] | None = None,
 ) -> tuple[bool, Path, list[Gate]]:
+    """Run every suite (``ticker(suite)`` gives each a progress callback), gate, store, report."""
     results = config.results_dir
     (results / "runs").mkdir(parents=True, exist_ok=True)
     baseline_path = results / "baseline.json"
@@ -160,7 +167,7 @@ def run_nightly(
     metrics: dict[str, float] = {}
     charts: dict[str, bytes] = {}
     for suite in config.suites:
-        flat, chart = run_suite(pipeline, suite, log)
+        flat, chart = run_suite(pipeline, suite, log, ticker(suite) if ticker else None)
         metrics.update(flat)
         if chart:
             charts[suite.name] = chart
