@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
@@ -137,37 +138,26 @@ def ingest(
         raise typer.Exit(1)
 
 
-class _target:
-    """Context manager yielding the local ingestor, or the remote service with ``--server``."""
+@contextmanager
+def _target(settings: Settings, collection: str, server: str | None) -> Iterator[IngestTarget]:
+    """The local ingestor, or the running service with ``--server``; errors become messages."""
+    from .client import GroundedClient, RemoteIngestTarget, ServiceError
 
-    def __init__(self, settings: Settings, collection: str, server: str | None) -> None:
-        self.settings, self.collection, self.server = settings, collection, server
-        self._index: Any = None
+    index = None
+    try:
+        if server:
+            yield RemoteIngestTarget(GroundedClient(server), collection)
+        else:
+            from ingest.build import build_embedder, build_ingestor
+            from ingest.index import open_index
 
-    def __enter__(self) -> IngestTarget:
-        if self.server:
-            from .client import GroundedClient, RemoteIngestTarget
-
-            return RemoteIngestTarget(GroundedClient(self.server), self.collection)
-        from ingest.build import build_embedder, build_ingestor
-        from ingest.index import open_index
-
-        try:
-            index = open_index(self.settings)
-        except IndexProblem as exc:
-            raise fail(str(exc)) from None
-        self._index = index
-        return build_ingestor(self.settings, index, build_embedder(self.settings), self.collection)
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._index is not None:
-            self._index.close()
-        if isinstance(exc, IndexProblem):
-            raise fail(str(exc))
-        from .client import ServiceError
-
-        if isinstance(exc, ServiceError):
-            raise fail(str(exc))
+            index = open_index(settings)
+            yield build_ingestor(settings, index, build_embedder(settings), collection)
+    except (IndexProblem, ServiceError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        if index is not None:
+            index.close()
 
 
 def _print_report(report: IngestReport, collection: str, as_json: bool) -> None:
