@@ -53,11 +53,16 @@ class LadderRow:
 
 
 def _measure(
-    pipeline: RagPipeline, dataset: BeirDataset, collection: str, mode: str, tick: Tick | None
+    pipeline: RagPipeline,
+    dataset: BeirDataset,
+    collection: str,
+    mode: str,
+    tick: Tick | None,
+    **overrides: Any,
 ) -> tuple[dict[str, float], float]:
     import statistics
 
-    run, latencies = run_queries(pipeline, dataset, collection, mode, tick)
+    run, latencies = run_queries(pipeline, dataset, collection, mode, tick, **overrides)
     scores = {k: round(v, 4) for k, v in ranking_metrics(dataset.qrels, run).items()}
     return scores, round(statistics.median(latencies), 2)
 
@@ -103,13 +108,14 @@ def run_ladder(
                 label, f"hybrid RRF with {chunk_size}-token chunks (base: {size})", metrics, latency
             )
         )
-    rows.append(
-        LadderRow(
-            "+reranker",
-            "hybrid RRF, then a cross-encoder reranker",
-            skipped="no reranker configured",
+    rerank = "hybrid RRF, then a cross-encoder reranker"
+    if pipeline.reranker is None:
+        rows.append(LadderRow("+reranker", rerank, skipped="no reranker configured"))
+    else:
+        metrics, latency = _measure(pipeline, dataset, collection, "hybrid-rrf", tick, rerank=True)
+        rows.append(
+            LadderRow("+reranker", f"{rerank} ({pipeline.reranker.name})", metrics, latency)
         )
-    )
     rows.append(
         LadderRow("+multi-query", "LLM rephrasings fused by RRF", skipped="no LLM configured")
     )

@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     top_k: int = Field(10, gt=0)
     max_top_k: int = Field(100, gt=0)
 
+    # Reranking (retrieve rerank_candidates, rerank, keep top_k)
+    reranker: Literal["none", "cross-encoder"] = "none"
+    reranker_model: str = Field(
+        "cross-encoder/ms-marco-MiniLM-L-6-v2", description="CrossEncoder hub name or local path."
+    )
+    rerank_candidates: int = Field(50, gt=0, le=1000)
+    reranker_batch_size: int = Field(32, gt=0)
+    reranker_max_length: int = Field(512, gt=0)
+
     # API
     host: str = "127.0.0.1"
     port: int = Field(8000, gt=0, lt=65536)

@@ -239,6 +239,9 @@ def search(
     answer: Annotated[
         bool, typer.Option(help="Also compose a cited answer (like /v1/query).")
     ] = False,
+    rerank: Annotated[
+        bool | None, typer.Option("--rerank/--no-rerank", help="Rerank (default: when configured).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     server: ServerOpt = None,
     data_dir: DataDirOpt = None,
@@ -247,6 +250,8 @@ def search(
     settings = make_settings(data_dir=data_dir, collection=collection)
     body: dict[str, Any] = {"query": query, "collection": settings.collection}
     body.update({k: v for k, v in {"top_k": top_k, "mode": mode, "fusion": fusion}.items() if v})
+    if rerank is not None:
+        body["rerank"] = rerank
     body["filters"] = _parse_filters(filters or [])
     if server:
         from .client import GroundedClient, ServiceError

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ingest.build import build_embedder, build_ingestor
 from ingest.documents import Document
@@ -25,7 +25,23 @@ from ingest.pipeline import IngestReport, ProgressFn
 from ingest.settings import Settings
 
 from .generation import Answer, ExtractiveGenerator, Generator
+from .rerank import CrossEncoderReranker, Reranker
 from .retrieval import HybridRetriever, RetrievalResult, Retriever, SearchParams
+
+
+class RerankerNotConfigured(ValueError):
+    pass
+
+
+def build_reranker(settings: Settings) -> Reranker | None:
+    if settings.reranker == "cross-encoder":
+        return CrossEncoderReranker(
+            settings.reranker_model,
+            batch_size=settings.reranker_batch_size,
+            max_length=settings.reranker_max_length,
+            device=settings.embedding_device,
+        )
+    return None
 
 
 @dataclass
@@ -45,26 +61,42 @@ class RagPipeline:
         embedder: Embedder,
         retriever: Retriever | None = None,
         generator: Generator | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
         self.retriever = retriever or HybridRetriever(index, embedder, settings)
         self.generator = generator or ExtractiveGenerator(embedder)
+        self.reranker = reranker
         # One writer at a time: concurrent ingests of the same document must not interleave.
         self._write_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, index: VectorIndex | None = None) -> RagPipeline:
         embedder = build_embedder(settings)
-        return cls(settings, index or open_index(settings), embedder)
+        reranker = build_reranker(settings)
+        return cls(settings, index or open_index(settings), embedder, reranker=reranker)
 
     def search(self, params: SearchParams) -> RetrievalResult:
-        return self.retriever.retrieve(params)
+        """Retrieve; with ``params.rerank``, retrieve more candidates and rerank them to top_k."""
+        if not params.rerank:
+            return self.retriever.retrieve(params)
+        if self.reranker is None:
+            raise RerankerNotConfigured(
+                "reranking was requested but no reranker is configured "
+                "(set GROUNDED_RERANKER=cross-encoder and GROUNDED_RERANKER_MODEL)"
+            )
+        candidates = max(params.top_k, self.settings.rerank_candidates)
+        result = self.retriever.retrieve(replace(params, top_k=candidates))
+        t = time.perf_counter()
+        result.chunks = self.reranker.rerank(params.query, result.chunks, params.top_k)
+        result.timings["rerank_ms"] = round((time.perf_counter() - t) * 1000, 3)
+        return result
 
     def query(self, params: SearchParams) -> QueryResult:
         started = time.perf_counter()
-        retrieval = self.retriever.retrieve(params)
+        retrieval = self.search(params)
         t = time.perf_counter()
         answer = self.generator.generate(params.query, retrieval)
         timings = dict(retrieval.timings)

@@ -38,6 +38,7 @@ class SearchParams:
     rrf_k: int | None = None
     dense_weight: float | None = None
     sparse_weight: float | None = None
+    rerank: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.index import CollectionNotFound, IncompatibleCollection, IndexProblem
 
-from ..pipeline import RagPipeline
+from ..pipeline import RagPipeline, RerankerNotConfigured
 from .routes import collections, documents, search
 
 
@@ -109,5 +109,6 @@ def create_app(pipeline: RagPipeline, *, on_ready: Callable[[], None] | None = N
     app.add_exception_handler(CollectionNotFound, _error(404))
     app.add_exception_handler(IncompatibleCollection, _error(409))
     app.add_exception_handler(IndexProblem, _error(400))
+    app.add_exception_handler(RerankerNotConfigured, _error(422))
     app.add_middleware(BodySizeLimit, max_bytes=pipeline.settings.max_body_bytes)
     return app

