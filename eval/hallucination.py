@@ -87,10 +87,6 @@ class Verdict:
             return 0.0
         return sum(c.support < self.threshold for c in self.claims) / len(self.claims)
 
-    @property
-    def hallucinated(self) -> bool:
-        return self.score > 1.0 - self.threshold
-
 
 def _numbers(text: str) -> set[str]:
     return {n.replace(",", "").lstrip("+") for n in _NUMBER.findall(text)}

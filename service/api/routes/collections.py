@@ -34,7 +34,7 @@ def collections(pipeline: PipelineDep) -> list[dict[str, object]]:
 def healthz(pipeline: PipelineDep) -> dict[str, object]:
     return {
         "status": "ok",
-        "index": "qdrant-server" if pipeline.settings.qdrant_url else "qdrant-edge",
+        "index": "qdrant-server" if pipeline.settings.uses_server else "qdrant-edge",
         "model": pipeline.embedder.name,
         "collections": pipeline.index.list_collections(),
     }
