@@ -11,26 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cli_runner import REPO, grounded
 from pdfs import make_pdf
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def grounded(
-    *args: str, data_dir: Path, check_rc: int | None = 0
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GROUNDED_DATA_DIR": str(data_dir), "COLUMNS": "200"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stdout + proc.stderr
-    return proc
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import grounded
 from conftest import SHARED
 
 from eval.answers import (
@@ -26,7 +24,6 @@ from ingest.settings import Settings
 from service.pipeline import RagPipeline
 
 FIXTURE = Path(__file__).parent / "fixtures" / "squad_mini.json"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_squad_metrics() -> None:
@@ -81,24 +78,6 @@ def test_answers_through_the_pipeline(tmp_path: Path, embedder) -> None:  # type
 
 
 def test_answers_command(tmp_path: Path) -> None:
-    env = {**os.environ, "GROUNDED_DATA_DIR": str(tmp_path)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "eval",
-            "answers",
-            "--dataset",
-            str(FIXTURE),
-            "--json",
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = grounded("eval", "answers", "--dataset", str(FIXTURE), "--json", data_dir=tmp_path)
     data = json.loads(proc.stdout)
     assert data["questions"] == 5 and data["judge"] is None and "f1" in data

@@ -1,12 +1,11 @@
 """Hallucination detector, ladder report and nightly gates."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import grounded
 from conftest import SHARED
 
 from eval.datasets import load_beir
@@ -18,7 +17,6 @@ from ingest.settings import Settings
 from service.pipeline import RagPipeline
 
 FIXTURES = Path(__file__).parent / "fixtures"
-REPO = Path(__file__).resolve().parents[1]
 CONTEXT = (
     "The Oberoi Group is a hotel company with its head office in Delhi. It was founded in 1934."
 )
@@ -83,15 +81,7 @@ def test_ladder_writes_table_chart_and_html(tmp_path: Path, embedder) -> None:  
 
 
 def _nightly(config: Path, data: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GROUNDED_DATA_DIR": str(data), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", "eval", "nightly", "--config", str(config)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return grounded("eval", "nightly", "--config", str(config), data_dir=data, check_rc=None)
 
 
 def test_nightly_passes_then_fails_when_a_floor_is_raised(tmp_path: Path) -> None:

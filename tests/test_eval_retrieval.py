@@ -2,12 +2,10 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import grounded
 
 from eval.datasets import DatasetError, load_beir
 from eval.metrics import ranking_metrics
@@ -17,7 +15,6 @@ from ingest.settings import Settings
 from service.pipeline import RagPipeline
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mini_beir"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -67,29 +64,18 @@ def test_eval_on_fixture_and_cached_index(tmp_path: Path, embedder) -> None:  # 
 
 
 def test_eval_command_json(tmp_path: Path) -> None:
-    env = {**os.environ, "GROUNDED_DATA_DIR": str(tmp_path)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "eval",
-            "retrieval",
-            "--dataset",
-            str(FIXTURE),
-            "--mode",
-            "sparse",
-            "--json",
-            "--limit",
-            "4",
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = grounded(
+        "eval",
+        "retrieval",
+        "--dataset",
+        str(FIXTURE),
+        "--mode",
+        "sparse",
+        "--json",
+        "--limit",
+        "4",
+        data_dir=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert list(data["modes"]) == ["sparse"] and data["modes"]["sparse"]["queries"] == 4
     assert {"ndcg@10", "recall@10", "recall@100", "mrr@10", "map"} <= set(data["modes"]["sparse"])
