@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +28,18 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 FusionMethod = Literal["rrf", "dbsf"]
 
 DEFAULT_CONFIG_FILE = "grounded.toml"
+
+
+class Route(BaseModel):
+    """A destination a question can be routed to: a collection, a prompt template, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1, description="What questions belong here.")
+    collection: str | None = Field(None, description="Collection to search; unset = default.")
+    prompt: str | None = Field(None, description="Extra instructions for the answer LLM.")
+    examples: list[str] = Field(default_factory=list, description="Example questions.")
 
 
 def config_file_path() -> Path | None:
@@ -85,13 +97,65 @@ class Settings(BaseSettings):
     max_top_k: int = Field(100, gt=0)
 
     # Reranking (retrieve rerank_candidates, rerank, keep top_k)
-    reranker: Literal["none", "cross-encoder"] = "none"
+    reranker: Literal["none", "cross-encoder", "llm"] = "none"
     reranker_model: str = Field(
         "cross-encoder/ms-marco-MiniLM-L-6-v2", description="CrossEncoder hub name or local path."
     )
     rerank_candidates: int = Field(50, gt=0, le=1000)
     reranker_batch_size: int = Field(32, gt=0)
     reranker_max_length: int = Field(512, gt=0)
+    llm_rerank_window: int = Field(20, ge=2, description="Passages per listwise LLM call.")
+    llm_rerank_step: int = Field(10, ge=1, description="Slide of the listwise window.")
+    llm_rerank_passage_tokens: int = Field(160, ge=16, description="Passage cut in the prompt.")
+
+    # Answer LLM (any OpenAI-compatible endpoint). OPENAI_BASE_URL / OPENAI_API_KEY are used
+    # when the GROUNDED_ variables are unset.
+    generator: Literal["auto", "extractive", "llm"] = Field(
+        "auto", description="auto = the LLM when one is configured, else extractive."
+    )
+    llm_base_url: str | None = Field(None, description="e.g. http://localhost:8080/v1")
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = Field(None, description="Unset = the endpoint's only/first model.")
+    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_max_tokens: int = Field(512, gt=0, description="Reply budget in tokens.")
+    llm_context_window: int = Field(
+        8192, ge=256, description="The model's context length; prompts are packed to fit it."
+    )
+    llm_tokenizer: str | None = Field(
+        None,
+        description="Tokenizer that counts prompt tokens: a Hugging Face name or path, or a "
+        ".gguf file. Unset = the embedding model's tokenizer with a 25% margin.",
+    )
+    llm_timeout: float = Field(30.0, gt=0, description="Seconds per attempt.")
+    llm_deadline: float = Field(60.0, gt=0, description="Seconds for all attempts together.")
+    llm_max_retries: int = Field(3, ge=0)
+    llm_backoff: float = Field(0.5, ge=0, description="First retry delay; doubles each retry.")
+    abstain_min_similarity: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Abstain without calling the LLM when no context chunk reaches this cosine "
+        "similarity to the question (embedding model specific; unset = off).",
+    )
+    history_max_tokens: int = Field(1024, ge=0, description="Budget for earlier chat turns.")
+    attribution_min_similarity: float | None = Field(
+        0.5,
+        ge=-1,
+        le=1,
+        description="When the LLM cites nothing, cite each answer sentence's most similar block "
+        "at or above this cosine similarity (unset = off).",
+    )
+
+    # Query transforms (each also switchable per request)
+    multi_query: int = Field(0, ge=0, le=10, description="LLM rephrasings fused by RRF; 0 = off.")
+    hyde: bool = Field(False, description="Dense leg from an LLM-written hypothetical passage.")
+
+    # Routing: questions go to the best matching route, or get "no matching source"
+    routes: list[Route] = Field(default_factory=list)
+    router: Literal["embedding", "llm"] = "embedding"
+    route_min_score: float = Field(
+        0.3, ge=0, le=1, description="Below this confidence: no matching source."
+    )
 
     # API
     host: str = "127.0.0.1"
@@ -117,11 +181,36 @@ class Settings(BaseSettings):
             )
         if self.top_k > self.max_top_k:
             raise ValueError(f"top_k ({self.top_k}) must be <= max_top_k ({self.max_top_k})")
+        names = [r.name for r in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"route names must be unique, got {names}")
+        if self.llm_base_url is None and os.environ.get("OPENAI_BASE_URL"):
+            self.llm_base_url = os.environ["OPENAI_BASE_URL"]
+        if self.llm_api_key is None and os.environ.get("OPENAI_API_KEY"):
+            self.llm_api_key = SecretStr(os.environ["OPENAI_API_KEY"])
+        needs_llm = {
+            "generator = 'llm'": self.generator == "llm",
+            "reranker = 'llm'": self.reranker == "llm",
+            "multi_query": self.multi_query > 0,
+            "hyde": self.hyde,
+            "router = 'llm'": self.router == "llm" and bool(self.routes),
+        }
+        wanted = [name for name, on in needs_llm.items() if on]
+        if wanted and not self.llm_configured:
+            raise ValueError(
+                f"{', '.join(wanted)} need(s) an LLM: set GROUNDED_LLM_BASE_URL "
+                "(or OPENAI_BASE_URL) and/or GROUNDED_LLM_MODEL"
+            )
         return self
 
     @property
     def uses_server(self) -> bool:
         return bool(self.qdrant_url)
+
+    @property
+    def llm_configured(self) -> bool:
+        """An LLM endpoint is named (a model, or a base URL such as a local llama.cpp server)."""
+        return bool(self.llm_model or self.llm_base_url)
 
     @classmethod
     def settings_customise_sources(

@@ -311,6 +311,139 @@ def _local_search(settings: Settings, body: dict[str, Any], answer: bool) -> dic
         pipeline.close()
 
 
+# ask ---------------------------------------------------------------------------------------
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    collection: CollectionOpt = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print the answer as it is written.")
+    ] = False,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k")] = None,
+    mode: Annotated[str | None, typer.Option(help="hybrid | dense | sparse")] = None,
+    rerank: Annotated[bool | None, typer.Option("--rerank/--no-rerank")] = None,
+    hyde: Annotated[bool | None, typer.Option("--hyde/--no-hyde")] = None,
+    multi_query: Annotated[
+        int | None, typer.Option("--multi-query", help="LLM rephrasings fused by RRF (0 = off).")
+    ] = None,
+    route: Annotated[bool | None, typer.Option("--route/--no-route")] = None,
+    generator: Annotated[str | None, typer.Option(help="llm | extractive")] = None,
+    filters: Annotated[
+        list[str] | None, typer.Option("--filter", "-f", help="key=value, key=a|b, key>=N")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the /v1/query response.")] = False,
+    server: ServerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Answer a question from the documents, with citations (like POST /v1/query)."""
+    settings = make_settings(data_dir=data_dir, collection=collection)
+    options = {
+        "collection": collection,
+        "top_k": top_k,
+        "mode": mode,
+        "rerank": rerank,
+        "hyde": hyde,
+        "multi_query": multi_query,
+        "route": route,
+        "generator": generator,
+    }
+    body: dict[str, Any] = {
+        "query": question,
+        **{k: v for k, v in options.items() if v is not None},
+    }
+    body["filters"] = _parse_filters(filters or [])
+    events = _remote_answer(server, body) if server else _local_answer(settings, body)
+    final: dict[str, Any] | None = None
+    for event, data in events:
+        if event == "delta" and stream and not as_json:
+            sys.stdout.write(data["text"])
+            sys.stdout.flush()
+        elif event == "reset" and stream and not as_json:
+            err.print(f"\n[yellow]LLM failed mid-answer ({data['reason']}); falling back[/yellow]")
+        elif event == "done":
+            final = data
+        elif event == "error":
+            raise fail(data.get("detail", "the answer failed"))
+    if final is None:
+        raise fail("the service ended the answer without a result")
+    if as_json:
+        out.print_json(json.dumps(final, default=str))
+        return
+    if stream:
+        sys.stdout.write("\n")
+    else:
+        out.print(final["answer"], highlight=False, markup=False)
+    _print_sources(final)
+
+
+def _print_sources(final: dict[str, Any]) -> None:
+    if final.get("degraded"):
+        err.print(f"[yellow]degraded:[/yellow] {final.get('degraded_reason')}")
+    for warning in final.get("warnings", []):
+        err.print(f"[yellow]note:[/yellow] {warning}")
+    route = final.get("route")
+    if route:
+        err.print(f"route: {route['name'] or 'no matching source'} (score {route['score']:.3f})")
+    if final["citations"]:
+        out.print("\n[bold]sources[/bold]")
+    for c in final["citations"]:
+        where = c["source"] or c["doc_id"]
+        out.print(
+            f"  [{c['number']}] {c['title'] or c['doc_id']} — {where} "
+            f"(chars {c['start']}–{c['end']})",
+            highlight=False,
+            markup=False,
+        )
+    timings = ", ".join(f"{k}={v:.0f}" for k, v in final["timings"].items())
+    err.print(f"[dim]{final['generator']} · timings (ms): {timings}[/dim]", highlight=False)
+
+
+def _remote_answer(server: str, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    from .client import GroundedClient, ServiceError
+
+    try:
+        yield from GroundedClient(server).query_stream(body)
+    except ServiceError as exc:
+        raise fail(str(exc)) from None
+
+
+def _local_answer(settings: Settings, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    from fastapi import HTTPException
+    from pydantic import ValidationError
+
+    from .api.deps import search_params, wants_route
+    from .api.routes.search import query_response
+    from .api.schemas import QueryRequest
+    from .pipeline import NotConfigured, QueryResult, RagPipeline, StreamReset
+
+    try:
+        request = QueryRequest(**body)
+        params = search_params(request, settings)
+    except ValidationError as exc:
+        raise fail("; ".join(e["msg"] for e in exc.errors()), 2) from None
+    except HTTPException as exc:
+        raise fail(str(exc.detail), 2) from None
+    try:
+        pipeline = RagPipeline.from_settings(settings)
+    except (IndexProblem, NotConfigured) as exc:
+        raise fail(str(exc)) from None
+    try:
+        _, items = pipeline.query_stream(
+            params, route=wants_route(request, settings), generator=request.generator
+        )
+        for item in items:
+            if isinstance(item, QueryResult):
+                yield "done", json.loads(json.dumps(query_response(item), default=str))
+            elif isinstance(item, StreamReset):
+                yield "reset", {"reason": item.reason}
+            else:
+                yield "delta", {"text": item}
+    except (IndexProblem, NotConfigured) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        pipeline.close()
+
+
 # collections -------------------------------------------------------------------------------
 @app.command()
 def collections(data_dir: DataDirOpt = None) -> None:

@@ -6,11 +6,13 @@ ingest --server URL`` runs the same loop as a local ingest while the service own
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 from ingest.documents import Document
 from ingest.pipeline import IngestReport, ProgressFn, batched
@@ -42,6 +44,24 @@ class GroundedClient:
 
     def query(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/query", json=body)
+
+    def query_stream(self, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(event, data)`` pairs of ``POST /v1/query`` with ``stream: true``."""
+        try:
+            with connect_sse(
+                self.http, "POST", "/v1/query", json={**body, "stream": True}
+            ) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    try:
+                        detail = source.response.json().get("detail", source.response.text)
+                    except ValueError:
+                        detail = source.response.text
+                    raise ServiceError(f"{source.response.status_code}: {detail}")
+                for event in source.iter_sse():
+                    yield event.event, json.loads(event.data)
+        except (httpx.HTTPError, SSEError) as exc:
+            raise ServiceError(f"stream from {self.http.base_url} failed: {exc}") from None
 
     def ingest(self, collection: str, docs: Sequence[Document]) -> dict[str, Any]:
         payload = {

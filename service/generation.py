@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
@@ -34,19 +35,45 @@ class Citation:
     start: int
     end: int
 
+    @classmethod
+    def of(cls, number: int, chunk: RetrievedChunk) -> Citation:
+        return cls(
+            number, chunk.id, chunk.doc_id, chunk.title, chunk.source, chunk.start, chunk.end
+        )
+
 
 @dataclass
 class Answer:
+    """An answer and everything needed to check it.
+
+    ``citations[i].number`` is the ``[n]`` in ``text``; ``context`` holds the chunks the
+    generator was given (for the LLM, block ``[n]`` is ``context[n - 1]``).
+    """
+
     text: str
     generator: str
     citations: list[Citation] = field(default_factory=list)
     abstained: bool = False
+    context: list[RetrievedChunk] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    dropped_citations: list[int] = field(default_factory=list)
+    model: str | None = None
+    citations_attributed: bool = False  # added by grounded's attribution, not by the model
+    degraded: bool = False
+    degraded_reason: str | None = None
 
 
 class Generator(Protocol):
     name: str
 
-    def generate(self, query: str, retrieval: RetrievalResult) -> Answer: ...
+    def generate(
+        self,
+        query: str,
+        retrieval: RetrievalResult,
+        *,
+        history: Sequence[dict[str, str]] = (),
+        instructions: str | None = None,
+    ) -> Answer: ...
 
 
 @dataclass(frozen=True)
@@ -98,11 +125,19 @@ class ExtractiveGenerator:
             if len(span.sent.strip()) > 2
         ]
 
-    def generate(self, query: str, retrieval: RetrievalResult) -> Answer:
+    def generate(
+        self,
+        query: str,
+        retrieval: RetrievalResult,
+        *,
+        history: Sequence[dict[str, str]] = (),
+        instructions: str | None = None,
+    ) -> Answer:
+        """Quote the best sentences; ``history`` and ``instructions`` need an LLM and are unused."""
         top = retrieval.chunks[: self.context_chunks]
         sentences = [s for chunk in top for s in self._sentences(chunk)]
         if not sentences:
-            return Answer(self.NOT_FOUND, self.name, abstained=True)
+            return Answer(self.NOT_FOUND, self.name, abstained=True, context=top)
         query_vec = (
             retrieval.query_vector
             if retrieval.query_vector is not None
@@ -120,16 +155,6 @@ class ExtractiveGenerator:
         for i in chosen:
             chunk = sentences[i].chunk
             parts.append(f"{sentences[i].text} [{chunk.rank}]")
-            cited.setdefault(
-                chunk.rank,
-                Citation(
-                    chunk.rank,
-                    chunk.id,
-                    chunk.doc_id,
-                    chunk.title,
-                    chunk.source,
-                    chunk.start,
-                    chunk.end,
-                ),
-            )
-        return Answer(" ".join(parts), self.name, sorted(cited.values(), key=lambda c: c.number))
+            cited.setdefault(chunk.rank, Citation.of(chunk.rank, chunk))
+        citations = sorted(cited.values(), key=lambda c: c.number)
+        return Answer(" ".join(parts), self.name, citations, context=top)

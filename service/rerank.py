@@ -1,9 +1,14 @@
 """Reranking: re-score the top retrieved chunks with a model that reads query and chunk together.
 
+Two rerankers: a cross-encoder and a listwise LLM reranker.
+
 The cross-encoder reranker loads any sentence-transformers ``CrossEncoder`` by hub name or local
 path; the recommended production model is ``cross-encoder/ms-marco-MiniLM-L-6-v2`` (set
 ``GROUNDED_RERANKER=cross-encoder`` and, for an offline machine, ``GROUNDED_RERANKER_MODEL`` to a
-local copy). Retrieval fetches ``rerank_candidates`` chunks, the reranker orders them, the top k
+local copy). The LLM reranker (``GROUNDED_RERANKER=llm``) asks the configured chat model to
+order numbered passages, RankGPT-style (Sun et al., 2023): windows of ``llm_rerank_window``
+passages slide from the bottom of the list to the top by ``llm_rerank_step``, so the best passages
+bubble up. Retrieval fetches ``rerank_candidates`` chunks, the reranker orders them, the top k
 are kept, and ``rerank_ms`` shows the cost.
 
 Example::
@@ -14,10 +19,13 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Protocol
 
+from .llm import ChatLLM
 from .retrieval import RetrievedChunk
+from .tokens import TokenCounter
 
 
 class Reranker(Protocol):
@@ -63,3 +71,76 @@ class CrossEncoderReranker:
         pairs = [(query, f"{c.title}\n{c.text}" if c.title else c.text) for c in chunks]
         scores = self._model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
         return reorder(chunks, [float(s) for s in scores], top_k)
+
+
+LISTWISE_PROMPT = """Rank the {n} passages below by how well they answer the query, most \
+relevant first. Reply only with the passage numbers in order, like: [2] > [1] > [3]
+
+Query: {query}
+
+{passages}
+
+Ranking:"""
+
+
+def parse_ranking(text: str, n: int) -> list[int]:
+    """0-based order from a reply like ``[2] > [1] > [3]``: valid numbers in first-seen order,
+    then every passage the reply left out, in its original order."""
+    seen: list[int] = []
+    for match in re.findall(r"\d+", text):
+        i = int(match) - 1
+        if 0 <= i < n and i not in seen:
+            seen.append(i)
+    return seen + [i for i in range(n) if i not in seen]
+
+
+class LLMReranker:
+    """Listwise reranking by a chat LLM over sliding windows.
+
+    Args:
+        llm: the chat model.
+        counter: cuts each passage to ``passage_tokens`` tokens in the prompt.
+        window / step: passages per call, and how far the window moves up each time.
+    """
+
+    def __init__(
+        self,
+        llm: ChatLLM,
+        counter: TokenCounter,
+        *,
+        window: int = 20,
+        step: int = 10,
+        passage_tokens: int = 160,
+    ) -> None:
+        if window < 2 or step < 1:
+            raise ValueError("window must be >= 2 and step >= 1")
+        self.llm = llm
+        self.counter = counter
+        self.window = window
+        self.step = step
+        self.passage_tokens = passage_tokens
+        self.name = "llm-listwise"
+
+    def _order(self, query: str, chunks: list[RetrievedChunk]) -> list[int]:
+        passages = "\n\n".join(
+            f"[{i}] {self.counter.truncate(c.text, self.passage_tokens)}"
+            for i, c in enumerate(chunks, start=1)
+        )
+        prompt = LISTWISE_PROMPT.format(n=len(chunks), query=query, passages=passages)
+        reply = self.llm.complete(
+            [{"role": "user", "content": prompt}], max_tokens=6 * len(chunks) + 8
+        )
+        return parse_ranking(reply.text, len(chunks))
+
+    def rerank(self, query: str, chunks: list[RetrievedChunk], top_k: int) -> list[RetrievedChunk]:
+        order = list(chunks)
+        end = len(order)
+        while end > 0:
+            start = max(0, end - self.window)
+            part = order[start:end]
+            order[start:end] = [part[i] for i in self._order(query, part)]
+            if start == 0:
+                break
+            end -= self.step
+        n = len(order)
+        return reorder(order, [float(n - i) / n for i in range(n)], top_k)

@@ -39,6 +39,8 @@ class SearchParams:
     dense_weight: float | None = None
     sparse_weight: float | None = None
     rerank: bool = False
+    multi_query: int = 0  # LLM rephrasings fused by RRF (0 = off)
+    hyde: bool = False  # dense leg from an LLM-written hypothetical passage
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class RetrievedChunk:
     end: int
     headings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Cosine similarity of the question and this chunk's dense vector, whatever the mode; the
+    # abstention floor uses it because fused and BM25 scores have no fixed scale.
+    similarity: float | None = None
 
 
 @dataclass
@@ -62,10 +67,14 @@ class RetrievalResult:
     chunks: list[RetrievedChunk]
     timings: dict[str, float]
     query_vector: np.ndarray | None = None
+    transforms: dict[str, Any] = field(default_factory=dict)  # rephrasings, HyDE passage
+    warnings: list[str] = field(default_factory=list)  # stages that fell back
 
 
 class Retriever(Protocol):
-    def retrieve(self, params: SearchParams) -> RetrievalResult: ...
+    def retrieve(
+        self, params: SearchParams, *, dense_vector: np.ndarray | None = None
+    ) -> RetrievalResult: ...
 
 
 def _ms(since: float) -> float:
@@ -95,15 +104,21 @@ class HybridRetriever:
             encoder = self._bm25[collection] = Bm25Encoder(manifest.bm25)
         return encoder
 
-    def retrieve(self, params: SearchParams) -> RetrievalResult:
+    def retrieve(
+        self, params: SearchParams, *, dense_vector: np.ndarray | None = None
+    ) -> RetrievalResult:
+        """Search; ``dense_vector`` replaces the question's embedding in the dense leg (HyDE)."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         sparse_encoder = self._sparse_encoder(params.collection)
-        dense = sparse = None
-        if params.mode in ("hybrid", "dense"):
+        dense = sparse = question = None
+        wants_similarity = self.settings.abstain_min_similarity is not None
+        if params.mode in ("hybrid", "dense") or wants_similarity:
             t = time.perf_counter()
-            dense = self.embedder.embed_query(params.query)
+            question = self.embedder.embed_query(params.query)
             timings["embed_ms"] = _ms(t)
+        if params.mode in ("hybrid", "dense"):
+            dense = question if dense_vector is None else dense_vector
         if params.mode in ("hybrid", "sparse"):
             t = time.perf_counter()
             sparse = sparse_encoder.embed_query(params.query)
@@ -140,11 +155,20 @@ class HybridRetriever:
                 end=int(hit.payload.get("end", 0)),
                 headings=list(hit.payload.get("headings") or []),
                 metadata=dict(hit.payload.get("metadata") or {}),
+                similarity=_cosine(question, hit.dense),
             )
             for rank, hit in enumerate(hits, start=1)
         ]
         timings["retrieval_ms"] = _ms(started)
-        return RetrievalResult(chunks, timings, dense)
+        return RetrievalResult(chunks, timings, question)
+
+
+def _cosine(query: np.ndarray | None, vector: list[float] | None) -> float | None:
+    if query is None or vector is None:
+        return None
+    v = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(v) * np.linalg.norm(query))
+    return round(float(v @ query) / norm, 6) if norm else None
 
 
 def _empty(sparse: Any, mode: str) -> bool:

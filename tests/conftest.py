@@ -27,11 +27,11 @@ SHARED = REPO.parent / "shared" / "datasets"
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never read the developer's GROUNDED_* variables or ./grounded.toml."""
+    """Tests never read the developer's GROUNDED_* / OPENAI_* variables or ./grounded.toml."""
     import os
 
     for key in list(os.environ):
-        if key.startswith("GROUNDED_"):
+        if key.startswith(("GROUNDED_", "OPENAI_")):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
 

@@ -9,7 +9,7 @@ from ingest.documents import Document
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.api.app import create_app
-from service.pipeline import RagPipeline, RerankerNotConfigured
+from service.pipeline import NotConfigured, RagPipeline
 from service.rerank import CrossEncoderReranker, reorder
 from service.retrieval import RetrievedChunk, SearchParams
 
@@ -103,7 +103,7 @@ def test_rerank_without_reranker_is_refused(tmp_path: Path, embedder) -> None:  
     pipeline = RagPipeline(Settings(data_dir=tmp_path), EdgeIndex(tmp_path), embedder)
     try:
         pipeline.ingest(DOCS[:2], "c")
-        with pytest.raises(RerankerNotConfigured):
+        with pytest.raises(NotConfigured):
             pipeline.search(SearchParams("x", collection="c", rerank=True))
         with TestClient(create_app(pipeline)) as client:
             response = client.post(

@@ -93,6 +93,7 @@ class Hit:
     id: str
     score: float
     payload: dict[str, Any]
+    dense: list[float] | None = None  # the chunk's dense vector, for a mode-independent relevance
 
 
 @dataclass(frozen=True)

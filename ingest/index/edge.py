@@ -273,6 +273,7 @@ class EdgeIndex:
                 ],
                 query=fusion,
                 with_payload=True,
+                with_vector=[DENSE],
             )
         else:
             request = qe.QueryRequest(
@@ -280,8 +281,12 @@ class EdgeIndex:
                 query=dense if query.mode == "dense" else sparse,
                 filter=flt,
                 with_payload=True,
+                with_vector=[DENSE],
             )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in shard.query(request)]
+        return [
+            Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector))
+            for p in shard.query(request)
+        ]
 
     def close(self) -> None:
         with self._guard:
@@ -290,6 +295,11 @@ class EdgeIndex:
                 shard.close()
             self._shards.clear()
             self._lock.release()
+
+
+def _dense(vector: Any) -> list[float] | None:
+    value = vector.get(DENSE) if isinstance(vector, dict) else None
+    return list(value) if value is not None else None
 
 
 def _edge_filter(filters: Sequence[FieldFilter]) -> qe.Filter | None:

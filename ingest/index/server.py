@@ -195,6 +195,7 @@ class ServerIndex:
                 query=fusion,
                 limit=query.limit,
                 with_payload=True,
+                with_vectors=[DENSE],
             )
         else:
             response = self.client.query_points(
@@ -204,11 +205,20 @@ class ServerIndex:
                 query_filter=flt,
                 limit=query.limit,
                 with_payload=True,
+                with_vectors=[DENSE],
             )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        return [
+            Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector))
+            for p in response.points
+        ]
 
     def close(self) -> None:
         self.client.close()
+
+
+def _dense(vector: Any) -> list[float] | None:
+    value = vector.get(DENSE) if isinstance(vector, dict) else None
+    return list(value) if isinstance(value, list) else None
 
 
 def _client_filter(filters: Sequence[FieldFilter]) -> qm.Filter | None:

@@ -19,8 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.index import CollectionNotFound, IncompatibleCollection, IndexProblem
 
-from ..pipeline import RagPipeline, RerankerNotConfigured
-from .routes import collections, documents, search
+from ..pipeline import NotConfigured, RagPipeline
+from .routes import chat, collections, documents, search
 
 
 class BodySizeLimit:
@@ -105,10 +105,11 @@ def create_app(pipeline: RagPipeline, *, on_ready: Callable[[], None] | None = N
     app.include_router(search.router)
     app.include_router(documents.router)
     app.include_router(collections.router)
+    app.include_router(chat.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(CollectionNotFound, _error(404))
     app.add_exception_handler(IncompatibleCollection, _error(409))
     app.add_exception_handler(IndexProblem, _error(400))
-    app.add_exception_handler(RerankerNotConfigured, _error(422))
+    app.add_exception_handler(NotConfigured, _error(422))
     app.add_middleware(BodySizeLimit, max_bytes=pipeline.settings.max_body_bytes)
     return app

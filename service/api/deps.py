@@ -47,4 +47,13 @@ def search_params(body: SearchRequest, settings: Settings) -> SearchParams:
         dense_weight=body.dense_weight,
         sparse_weight=body.sparse_weight,
         rerank=configured if body.rerank is None else body.rerank,
+        multi_query=settings.multi_query if body.multi_query is None else body.multi_query,
+        hyde=settings.hyde if body.hyde is None else body.hyde,
     )
+
+
+def wants_route(body: SearchRequest, settings: Settings) -> bool:
+    """Route when asked to, or by default when routes exist and the request names no collection."""
+    if body.route is not None:
+        return body.route
+    return bool(settings.routes) and body.collection is None

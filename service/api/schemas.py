@@ -72,6 +72,15 @@ class SearchRequest(BaseModel):
     rerank: bool | None = Field(
         None, description="Rerank candidates; defaults to on when configured."
     )
+    multi_query: int | None = Field(
+        None, ge=0, le=10, description="LLM rephrasings fused by RRF; 0 = off (default: settings)."
+    )
+    hyde: bool | None = Field(None, description="HyDE dense leg (default: settings).")
+    route: bool | None = Field(
+        None,
+        description="Route to a configured source; defaults to on when routes are configured "
+        "and no collection is named.",
+    )
     filters: dict[str, FilterValue] = Field(default_factory=dict)
 
     @field_validator("query")
@@ -82,8 +91,20 @@ class SearchRequest(BaseModel):
         return value.strip()
 
 
+class ChatTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str
+
+
 class QueryRequest(SearchRequest):
-    pass
+    stream: bool = Field(False, description="Server-Sent Events: delta events, then done.")
+    generator: Literal["llm", "extractive"] | None = Field(
+        None, description="Default: the LLM when one is configured."
+    )
+    history: list[ChatTurn] = Field(
+        default_factory=list, description="Earlier turns, oldest first, for the LLM."
+    )
 
 
 class ChunkOut(BaseModel):
@@ -99,6 +120,14 @@ class ChunkOut(BaseModel):
     end: int
     headings: list[str]
     metadata: dict[str, Any]
+    similarity: float | None = None
+
+
+class RouteOut(BaseModel):
+    name: str | None = Field(description="None: no route reached the confidence floor.")
+    score: float
+    router: str
+    scores: dict[str, float]
 
 
 class SearchResponse(BaseModel):
@@ -107,6 +136,11 @@ class SearchResponse(BaseModel):
     fusion: str | None
     results: list[ChunkOut]
     timings: dict[str, float]
+    route: RouteOut | None = None
+    transforms: dict[str, Any] = Field(
+        default_factory=dict, description="Rephrasings (multi-query) and the HyDE passage."
+    )
+    warnings: list[str] = Field(default_factory=list, description="Stages that fell back.")
 
 
 class CitationOut(BaseModel):
@@ -122,8 +156,21 @@ class CitationOut(BaseModel):
 class QueryResponse(SearchResponse):
     answer: str
     generator: str
+    model: str | None = None
     abstained: bool
+    degraded: bool = Field(False, description="The LLM failed; the answer is extractive.")
+    degraded_reason: str | None = None
     citations: list[CitationOut]
+    citations_attributed: bool = Field(
+        False, description="The model cited nothing; grounded matched sentences to blocks."
+    )
+    dropped_citations: list[int] = Field(
+        default_factory=list, description="Cited numbers that named no context block (removed)."
+    )
+    context: list[ChunkOut] = Field(
+        default_factory=list, description="What the generator was given; context[n-1] is [n]."
+    )
+    usage: dict[str, int] = Field(default_factory=dict)
 
 
 class DocumentIn(BaseModel):
