@@ -251,6 +251,8 @@ class OpenAIChat:
             raise
         except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
             raise LLMError(f"LLM stream broke off: {describe(exc)}") from exc
+        if finish is None:  # every compatible server ends a complete stream with a finish_reason
+            raise LLMError("LLM stream broke off before it finished")
         text = "".join(parts).strip()
         if not text:
             raise LLMError("LLM reply is empty")
