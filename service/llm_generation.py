@@ -80,15 +80,17 @@ class LLMGenerator:
     def not_found(self) -> Answer:
         return Answer(NOT_FOUND, self.name, abstained=True)
 
-    def answer(self, prompt: Prompt, completion: Completion) -> Answer:
+    def answer(self, prompt: Prompt, completion: Completion, question: str = "") -> Answer:
         parsed = parse_answer(completion.text, len(prompt.blocks))
         usage = dict(completion.usage)
-        usage.setdefault("prompt_tokens_counted", prompt.prompt_tokens)
+        usage["prompt_tokens_counted"] = prompt.prompt_tokens
+        if "completion_tokens" not in usage:  # e.g. llama.cpp sends no usage when streaming
+            usage["completion_tokens_counted"] = self.counter.count(completion.text)
         text, cited, attributed = parsed.text, parsed.cited, False
         if parsed.abstained:
             text, cited = NOT_FOUND, []
         elif not cited and self.attributor is not None:
-            text, cited = self.attributor.attribute(text, prompt.blocks)
+            text, cited = self.attributor.attribute(text, prompt.blocks, question)
             attributed = bool(cited)
         return Answer(
             text=text,
@@ -113,7 +115,8 @@ class LLMGenerator:
         if not retrieval.chunks:
             return self.not_found()
         prompt = self.prompt(query, retrieval, history, instructions)
-        return self.answer(prompt, self.llm.complete(prompt.messages, max_tokens=self.reply_tokens))
+        completion = self.llm.complete(prompt.messages, max_tokens=self.reply_tokens)
+        return self.answer(prompt, completion, query)
 
     def stream(
         self,
@@ -132,6 +135,6 @@ class LLMGenerator:
         prompt = self.prompt(query, retrieval, history, instructions)
         for item in self.llm.stream(prompt.messages, max_tokens=self.reply_tokens):
             if isinstance(item, StreamEnd):
-                yield self.answer(prompt, item.completion)
+                yield self.answer(prompt, item.completion, query)
             else:
                 yield item

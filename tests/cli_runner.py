@@ -11,9 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def grounded(
-    *args: str, data_dir: Path, check_rc: int | None = 0, timeout: int = 600
+    *args: str,
+    data_dir: Path,
+    check_rc: int | None = 0,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GROUNDED_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    env = {**os.environ, "GROUNDED_DATA_DIR": str(data_dir), "COLUMNS": "200", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         env=env,

