@@ -139,6 +139,7 @@ class AnswerRecord:
     retrieved_ids: list[str]
     contexts: list[str]
     exact_match: float | None = None
+    degraded: bool = False  # the LLM failed and the extractive answer stood in
     f1: float | None = None
     context_precision: float | None = None
     context_recall: float | None = None
@@ -154,6 +155,7 @@ def _record(
     contexts = [c.text for c in result.retrieval.chunks]
     answer = strip_citations(result.answer.text)
     rec = AnswerRecord(item.id, item.question, answer, result.answer.abstained, retrieved, contexts)
+    rec.degraded = result.answer.degraded
     if item.answers:
         rec.exact_match = 0.0 if rec.abstained else exact_match(answer, item.answers)
         rec.f1 = 0.0 if rec.abstained else token_f1(answer, item.answers)
@@ -163,8 +165,10 @@ def _record(
         rec.context_precision = hits / len(retrieved) if retrieved else 0.0
         rec.context_recall = hits / len(relevant)
     if detector is not None and not rec.abstained and answer:
-        cited = {c.number for c in result.answer.citations}
-        used = [c.text for c in result.retrieval.chunks if not cited or c.rank in cited]
+        # [n] names context block n, which for the LLM generator need not be the n-th hit
+        context = result.answer.context or result.retrieval.chunks
+        cited = sorted({c.number for c in result.answer.citations if c.number <= len(context)})
+        used = [context[n - 1].text for n in cited] or [c.text for c in context]
         verdict = detector.check(item.question, answer, "\n".join(used))
         rec.unsupported_rate = verdict.unsupported_rate
         rec.hallucination_score = verdict.score
@@ -218,5 +222,6 @@ def evaluate_answers(
     if judge is not None:
         judge(records, suite.items)
     summary = summarize(records)
-    summary["generator"] = pipeline.generator.name
+    summary["generator"] = pipeline.generator_name
+    summary["degraded"] = sum(r.degraded for r in records)
     return summary, records

@@ -1,8 +1,10 @@
 """The optimization ladder on your own data: each retrieval technique as one measured row.
 
 Rows: BM25 only; dense only (the baseline: plain cosine similarity); hybrid RRF; hybrid DBSF;
-hybrid at other chunk sizes. Rows for techniques that need a reranker or an LLM are listed as
-skipped, with the reason, until one is configured. Each row reports nDCG@10 (and the other
+hybrid at other chunk sizes; then +reranker (cross-encoder or LLM), +multi-query and +hyde on
+top of hybrid RRF. Rows for techniques that need a reranker or an LLM are listed as skipped,
+with the reason, until one is configured; queries where an LLM stage fell back are counted in
+the row's description. Each row reports nDCG@10 (and the other
 metrics), its delta against the baseline and the median query latency.
 
 Example::
@@ -67,6 +69,24 @@ def _measure(
     return scores, round(statistics.median(latencies), 2)
 
 
+def _llm_row(
+    name: str,
+    description: str,
+    pipeline: RagPipeline,
+    dataset: BeirDataset,
+    collection: str,
+    tick: Tick | None,
+    **overrides: Any,
+) -> LadderRow:
+    warnings: list[str] = []
+    metrics, latency = _measure(
+        pipeline, dataset, collection, "hybrid-rrf", tick, warnings=warnings, **overrides
+    )
+    if warnings:
+        description += f" ({len(warnings)} queries fell back: {warnings[0]})"
+    return LadderRow(name, description, metrics, latency)
+
+
 def run_ladder(
     pipeline: RagPipeline,
     dataset: BeirDataset,
@@ -108,20 +128,29 @@ def run_ladder(
                 label, f"hybrid RRF with {chunk_size}-token chunks (base: {size})", metrics, latency
             )
         )
-    rerank = "hybrid RRF, then a cross-encoder reranker"
+    rerank = "hybrid RRF, then reranked"
     if pipeline.reranker is None:
         rows.append(LadderRow("+reranker", rerank, skipped="no reranker configured"))
     else:
-        metrics, latency = _measure(pipeline, dataset, collection, "hybrid-rrf", tick, rerank=True)
+        described = f"{rerank} by {pipeline.reranker.name}"
         rows.append(
-            LadderRow("+reranker", f"{rerank} ({pipeline.reranker.name})", metrics, latency)
+            _llm_row("+reranker", described, pipeline, dataset, collection, tick, rerank=True)
         )
-    rows.append(
-        LadderRow("+multi-query", "LLM rephrasings fused by RRF", skipped="no LLM configured")
-    )
-    rows.append(
-        LadderRow("+hyde", "hypothetical answer drives the dense leg", skipped="no LLM configured")
-    )
+    n = pipeline.settings.multi_query or 3
+    expansions = [
+        (
+            "+multi-query",
+            f"hybrid RRF over the question + {n} LLM rephrasings, RRF-fused",
+            {"multi_query": n},
+        ),
+        ("+hyde", "hybrid RRF, dense leg from an LLM-written hypothetical passage", {"hyde": True}),
+    ]
+    for name, description, options in expansions:
+        if pipeline.llm is None:
+            rows.append(LadderRow(name, description, skipped="no LLM configured"))
+        else:
+            described = f"{description} ({pipeline.llm.model})"
+            rows.append(_llm_row(name, described, pipeline, dataset, collection, tick, **options))
     baseline = next(r for r in rows if r.name == BASELINE).metrics["ndcg@10"]
     for row in rows:
         if row.metrics:

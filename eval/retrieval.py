@@ -73,9 +73,12 @@ def run_queries(
     collection: str,
     mode: str,
     tick: Tick | None = None,
+    warnings: list[str] | None = None,
     **overrides: Any,
 ) -> tuple[dict[str, dict[str, float]], list[float]]:
-    """``{query_id: {doc_id: score}}`` for one mode, and each query's latency in ms."""
+    """``{query_id: {doc_id: score}}`` for one mode, and each query's latency in ms.
+
+    ``warnings`` collects what stages fell back (an LLM transform or reranker that failed)."""
     options = {**MODES[mode], **overrides}
     run: dict[str, dict[str, float]] = {}
     latencies: list[float] = []
@@ -86,6 +89,8 @@ def run_queries(
         )
         latencies.append((time.perf_counter() - started) * 1000)
         run[qid] = doc_ranking(result.chunks)
+        if warnings is not None:
+            warnings.extend(result.warnings)
         if tick:
             tick(1)
     return run, latencies

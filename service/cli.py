@@ -242,6 +242,10 @@ def search(
     rerank: Annotated[
         bool | None, typer.Option("--rerank/--no-rerank", help="Rerank (default: when configured).")
     ] = None,
+    hyde: Annotated[bool | None, typer.Option("--hyde/--no-hyde", help="HyDE dense leg.")] = None,
+    multi_query: Annotated[
+        int | None, typer.Option("--multi-query", help="LLM rephrasings fused by RRF (0 = off).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     server: ServerOpt = None,
     data_dir: DataDirOpt = None,
@@ -250,8 +254,9 @@ def search(
     settings = make_settings(data_dir=data_dir, collection=collection)
     body: dict[str, Any] = {"query": query, "collection": settings.collection}
     body.update({k: v for k, v in {"top_k": top_k, "mode": mode, "fusion": fusion}.items() if v})
-    if rerank is not None:
-        body["rerank"] = rerank
+    for key, value in {"rerank": rerank, "hyde": hyde, "multi_query": multi_query}.items():
+        if value is not None:
+            body[key] = value
     body["filters"] = _parse_filters(filters or [])
     if server:
         from .client import GroundedClient, ServiceError
@@ -288,7 +293,7 @@ def _local_search(settings: Settings, body: dict[str, Any], answer: bool) -> dic
     from .api.routes.search import query as query_route
     from .api.routes.search import search as search_route
     from .api.schemas import QueryRequest, SearchRequest
-    from .pipeline import RagPipeline
+    from .pipeline import NotConfigured, RagPipeline
 
     try:
         request = (QueryRequest if answer else SearchRequest)(**body)
@@ -299,13 +304,13 @@ def _local_search(settings: Settings, body: dict[str, Any], answer: bool) -> dic
         raise fail(str(exc.detail), 2) from None
     try:
         pipeline = RagPipeline.from_settings(settings)
-    except IndexProblem as exc:
+    except (IndexProblem, NotConfigured) as exc:
         raise fail(str(exc)) from None
     try:
         route = query_route if answer else search_route
         response = route(request, pipeline)  # type: ignore[arg-type]
         return json.loads(json.dumps(response, default=lambda o: o.model_dump()))
-    except IndexProblem as exc:
+    except (IndexProblem, NotConfigured) as exc:
         raise fail(str(exc)) from None
     finally:
         pipeline.close()
@@ -473,16 +478,17 @@ def serve(
     data_dir: DataDirOpt = None,
     collection: CollectionOpt = None,
 ) -> None:
-    """Serve the REST API (POST /v1/search, /v1/query, /v1/ingest; docs at /docs)."""
+    """Serve the REST API (/v1/search, /v1/query, /v1/chat/completions, /v1/ingest; docs at
+    /docs)."""
     import uvicorn
 
     from .api.app import create_app
-    from .pipeline import RagPipeline
+    from .pipeline import NotConfigured, RagPipeline
 
     settings = make_settings(data_dir=data_dir, host=host, port=port, collection=collection)
     try:
         pipeline = RagPipeline.from_settings(settings)
-    except IndexProblem as exc:
+    except (IndexProblem, NotConfigured) as exc:
         raise fail(str(exc)) from None
     base = f"http://{settings.host}:{settings.port}"
 
