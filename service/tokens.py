@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,12 +49,19 @@ class HuggingFaceTokenCounter:
 
             name = name or tokenizer
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        self._tok = tokenizer
+        # A private copy behind a lock: a fast tokenizer shared across threads can fail with
+        # "Already borrowed" while another caller (the embedder) changes its truncation.
+        self._tok = copy.deepcopy(tokenizer)
+        self._lock = threading.Lock()
         self.margin = margin
         self.name = name or getattr(tokenizer, "name_or_path", "tokenizer")
 
+    def _encode(self, text: str, **kwargs: bool) -> dict:
+        with self._lock:
+            return self._tok(text, add_special_tokens=False, verbose=False, **kwargs)
+
     def _ids(self, text: str) -> list[int]:
-        return list(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return list(self._encode(text)["input_ids"])
 
     def count(self, text: str) -> int:
         return math.ceil(len(self._ids(text)) * self.margin)
@@ -79,10 +88,12 @@ class GgufTokenCounter:
                 f"counting tokens with {path} needs llama-cpp-python (see DEVELOPERS.md)"
             ) from exc
         self._llama = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        self._lock = threading.Lock()
         self.name = Path(path).name
 
     def _ids(self, text: str) -> list[int]:
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        with self._lock:
+            return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     def count(self, text: str) -> int:
         return len(self._ids(text))
@@ -93,7 +104,9 @@ class GgufTokenCounter:
             return text
         if max_tokens <= 0:
             return ""
-        return self._llama.detokenize(ids[:max_tokens]).decode("utf-8", errors="ignore")
+        with self._lock:
+            cut = self._llama.detokenize(ids[:max_tokens])
+        return cut.decode("utf-8", errors="ignore")
 
 
 def build_token_counter(settings: Settings, embedder: Embedder) -> TokenCounter:

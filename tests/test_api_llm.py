@@ -166,3 +166,20 @@ def test_llm_stages_need_an_llm(tmp_path: Path, embedder: Embedder) -> None:
         for option in ({"hyde": True}, {"multi_query": 2}, {"generator": "llm"}):
             r = client.post("/v1/query", json={"query": "cats", **option})
             assert r.status_code == 422 and "needs an LLM" in r.json()["detail"]
+
+
+def test_concurrent_queries_all_answer(tmp_path: Path, embedder: Embedder, fake: FakeLLM) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    pipeline = llm_pipeline(tmp_path, embedder, fake.url)
+    questions = ["how fast do cats purr?", "what is BM25?", "why does sourdough rise?"] * 4
+    with served(create_app(pipeline)) as url, ThreadPoolExecutor(6) as pool:
+        responses = list(
+            pool.map(
+                lambda q: httpx.post(f"{url}/v1/query", json={"query": q}, timeout=60), questions
+            )
+        )
+    assert [r.status_code for r in responses] == [200] * len(questions)
+    assert all(r.json()["generator"] == "llm" for r in responses)
