@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from ingest.build import build_embedder, build_ingestor
 from ingest.documents import Document
 from ingest.embedding import Embedder
@@ -199,45 +201,18 @@ class RagPipeline:
             max(params.top_k, self.settings.rerank_candidates) if params.rerank else params.top_k
         )
         wide = replace(params, top_k=depth)
-        timings: dict[str, float] = {}
         warnings: list[str] = []
         transforms: dict[str, object] = {}
-
+        timings: dict[str, float] = {}
         dense_vector = None
         if params.hyde:
             t = time.perf_counter()
-            try:
-                passage = hypothetical_passage(self._require_llm("HyDE"), params.query)
-                dense_vector = hyde_vector(
-                    self.embedder.embed_query(params.query),
-                    self.embedder.embed_documents([passage])[0],
-                )
-                transforms["hyde_passage"] = passage
-            except LLMError as exc:
-                warnings.append(f"HyDE skipped: {exc.reason}")
+            dense_vector = self._hyde_vector(params.query, transforms, warnings)
             timings["hyde_ms"] = _ms(t)
-
         result = self.retriever.retrieve(wide, dense_vector=dense_vector)
         result.timings = {**timings, **result.timings}
-
         if params.multi_query:
-            t = time.perf_counter()
-            queries: list[str] = []
-            try:
-                queries = expand_queries(
-                    self._require_llm("multi-query"), params.query, params.multi_query
-                )
-            except LLMError as exc:
-                warnings.append(f"multi-query skipped: {exc.reason}")
-            result.timings["expand_ms"] = _ms(t)
-            if queries:
-                t = time.perf_counter()
-                lists = [result.chunks]
-                lists += [self.retriever.retrieve(replace(wide, query=q)).chunks for q in queries]
-                result.chunks = rrf_fuse(lists, depth)
-                result.timings["multi_query_search_ms"] = _ms(t)
-            transforms["queries"] = queries
-
+            self._expand(wide, params.multi_query, result, transforms, warnings)
         if params.rerank and self.reranker is not None:
             t = time.perf_counter()
             try:
@@ -249,6 +224,43 @@ class RagPipeline:
         result.transforms = transforms
         result.warnings = warnings
         return result
+
+    def _hyde_vector(
+        self, question: str, transforms: dict[str, object], warnings: list[str]
+    ) -> np.ndarray | None:
+        try:
+            passage = hypothetical_passage(self._require_llm("HyDE"), question)
+        except LLMError as exc:
+            warnings.append(f"HyDE skipped: {exc.reason}")
+            return None
+        transforms["hyde_passage"] = passage
+        return hyde_vector(
+            self.embedder.embed_query(question), self.embedder.embed_documents([passage])[0]
+        )
+
+    def _expand(
+        self,
+        params: SearchParams,
+        n: int,
+        result: RetrievalResult,
+        transforms: dict[str, object],
+        warnings: list[str],
+    ) -> None:
+        """Search ``n`` LLM rephrasings too and RRF-fuse them into ``result``."""
+        t = time.perf_counter()
+        queries: list[str] = []
+        try:
+            queries = expand_queries(self._require_llm("multi-query"), params.query, n)
+        except LLMError as exc:
+            warnings.append(f"multi-query skipped: {exc.reason}")
+        result.timings["expand_ms"] = _ms(t)
+        transforms["queries"] = queries
+        if queries:
+            t = time.perf_counter()
+            lists = [result.chunks]
+            lists += [self.retriever.retrieve(replace(params, query=q)).chunks for q in queries]
+            result.chunks = rrf_fuse(lists, params.top_k)
+            result.timings["multi_query_search_ms"] = _ms(t)
 
     # Answers -------------------------------------------------------------------------------
 
