@@ -57,8 +57,8 @@ class RetrievedChunk:
     end: int
     headings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-    # Cosine similarity of the question and this chunk's dense vector, whatever the mode; the
-    # abstention floor uses it because fused and BM25 scores have no fixed scale.
+    # Cosine similarity of the question and this chunk's dense vector, whatever the mode, filled
+    # when the abstention floor is set: fused and BM25 scores have no fixed scale.
     similarity: float | None = None
 
 
@@ -135,6 +135,7 @@ class HybridRetriever:
             dense_weight=params.dense_weight or s.dense_weight,
             sparse_weight=params.sparse_weight or s.sparse_weight,
             filters=params.filters,
+            with_dense=wants_similarity,
         )
         t = time.perf_counter()
         hits = (

@@ -51,7 +51,16 @@ def test_ingest_reports_bad_pdf_and_keeps_the_rest(tmp_path: Path, corpus: Path)
         grounded("search", "how do plants make sugar", "-c", "kb", "--json", data_dir=data).stdout
     )
     assert found["results"][0]["doc_id"] == "kb/paper.pdf"
-    assert set(found) == {"collection", "mode", "fusion", "results", "timings"}
+    assert set(found) == {
+        "collection",
+        "mode",
+        "fusion",
+        "results",
+        "timings",
+        "route",
+        "transforms",
+        "warnings",
+    }
 
     assert "deleted 1 of 1" in grounded("delete", "kb/guide.md", "-c", "kb", data_dir=data).stdout
     grounded("delete", "kb/guide.md", "-c", "kb", data_dir=data, check_rc=1)

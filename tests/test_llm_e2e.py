@@ -102,7 +102,9 @@ def test_transforms_and_llm_stages_run_on_real_output(
 def test_openai_client_against_grounded_with_a_real_llm(
     tmp_path: Path, embedder: Embedder, llm_server: str
 ) -> None:
-    pipeline = llm_pipeline(tmp_path, embedder, llm_server, llm_max_tokens=96, llm_timeout=60.0)
+    pipeline = llm_pipeline(
+        tmp_path, embedder, llm_server, llm_max_tokens=96, llm_timeout=60.0, llm_deadline=120.0
+    )
     with served(create_app(pipeline)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         reply = client.chat.completions.create(
@@ -136,7 +138,7 @@ def test_killing_the_llm_server_degrades_answers(
 ) -> None:
     with llama_server(smollm2_gguf, n_ctx=2048) as (url, proc):
         pipeline = llm_pipeline(
-            tmp_path, embedder, url, llm_max_tokens=48, llm_timeout=30.0, llm_deadline=5.0
+            tmp_path, embedder, url, llm_max_tokens=48, llm_timeout=60.0, llm_deadline=120.0
         )
         with TestClient(create_app(pipeline)) as client:
             first = client.post("/v1/query", json={"query": QUESTION}).json()

@@ -125,6 +125,7 @@ class SearchQuery:
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
     filters: tuple[FieldFilter, ...] = ()
+    with_dense: bool = False  # return each hit's dense vector (costs ~1 ms per query)
 
     def __post_init__(self) -> None:
         if self.mode in ("hybrid", "dense") and self.dense is None:

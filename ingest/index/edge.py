@@ -273,7 +273,7 @@ class EdgeIndex:
                 ],
                 query=fusion,
                 with_payload=True,
-                with_vector=[DENSE],
+                with_vector=[DENSE] if query.with_dense else False,
             )
         else:
             request = qe.QueryRequest(
@@ -281,7 +281,7 @@ class EdgeIndex:
                 query=dense if query.mode == "dense" else sparse,
                 filter=flt,
                 with_payload=True,
-                with_vector=[DENSE],
+                with_vector=[DENSE] if query.with_dense else False,
             )
         return [
             Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector))

@@ -195,7 +195,7 @@ class ServerIndex:
                 query=fusion,
                 limit=query.limit,
                 with_payload=True,
-                with_vectors=[DENSE],
+                with_vectors=[DENSE] if query.with_dense else False,
             )
         else:
             response = self.client.query_points(
@@ -205,7 +205,7 @@ class ServerIndex:
                 query_filter=flt,
                 limit=query.limit,
                 with_payload=True,
-                with_vectors=[DENSE],
+                with_vectors=[DENSE] if query.with_dense else False,
             )
         return [
             Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector))
