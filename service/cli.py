@@ -285,27 +285,40 @@ def search(
     out.print("timings (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in response["timings"].items()))
 
 
-def _local_search(settings: Settings, body: dict[str, Any], answer: bool) -> dict[str, Any]:
+def _validated(model: Any, body: dict[str, Any], settings: Settings) -> tuple[Any, Any]:
+    """The request as the API would parse it, and its search parameters; exit 2 when invalid
+    (checked before the model loads)."""
     from fastapi import HTTPException
     from pydantic import ValidationError
 
     from .api.deps import search_params
-    from .api.routes.search import query as query_route
-    from .api.routes.search import search as search_route
-    from .api.schemas import QueryRequest, SearchRequest
-    from .pipeline import NotConfigured, RagPipeline
 
     try:
-        request = (QueryRequest if answer else SearchRequest)(**body)
-        search_params(request, settings)  # validate before loading the model
+        request = model(**body)
+        return request, search_params(request, settings)
     except ValidationError as exc:
         raise fail("; ".join(e["msg"] for e in exc.errors()), 2) from None
     except HTTPException as exc:
         raise fail(str(exc.detail), 2) from None
+
+
+def _local_pipeline(settings: Settings) -> Any:
+    from .pipeline import NotConfigured, RagPipeline
+
     try:
-        pipeline = RagPipeline.from_settings(settings)
+        return RagPipeline.from_settings(settings)
     except (IndexProblem, NotConfigured) as exc:
         raise fail(str(exc)) from None
+
+
+def _local_search(settings: Settings, body: dict[str, Any], answer: bool) -> dict[str, Any]:
+    from .api.routes.search import query as query_route
+    from .api.routes.search import search as search_route
+    from .api.schemas import QueryRequest, SearchRequest
+    from .pipeline import NotConfigured
+
+    request, _ = _validated(QueryRequest if answer else SearchRequest, body, settings)
+    pipeline = _local_pipeline(settings)
     try:
         route = query_route if answer else search_route
         response = route(request, pipeline)  # type: ignore[arg-type]
@@ -413,25 +426,13 @@ def _remote_answer(server: str, body: dict[str, Any]) -> Iterator[tuple[str, dic
 
 
 def _local_answer(settings: Settings, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    from fastapi import HTTPException
-    from pydantic import ValidationError
-
-    from .api.deps import search_params, wants_route
+    from .api.deps import wants_route
     from .api.routes.search import query_response
     from .api.schemas import QueryRequest
-    from .pipeline import NotConfigured, QueryResult, RagPipeline, StreamReset
+    from .pipeline import NotConfigured, QueryResult, StreamReset
 
-    try:
-        request = QueryRequest(**body)
-        params = search_params(request, settings)
-    except ValidationError as exc:
-        raise fail("; ".join(e["msg"] for e in exc.errors()), 2) from None
-    except HTTPException as exc:
-        raise fail(str(exc.detail), 2) from None
-    try:
-        pipeline = RagPipeline.from_settings(settings)
-    except (IndexProblem, NotConfigured) as exc:
-        raise fail(str(exc)) from None
+    request, params = _validated(QueryRequest, body, settings)
+    pipeline = _local_pipeline(settings)
     try:
         _, items = pipeline.query_stream(
             params, route=wants_route(request, settings), generator=request.generator

@@ -62,6 +62,15 @@ def test_ingest_reports_bad_pdf_and_keeps_the_rest(tmp_path: Path, corpus: Path)
         "warnings",
     }
 
+    answer = json.loads(
+        grounded("ask", "how do plants make sugar", "-c", "kb", "--json", data_dir=data).stdout
+    )
+    assert (
+        answer["generator"] == "extractive" and answer["citations"][0]["doc_id"] == "kb/paper.pdf"
+    )
+    no_llm = grounded("ask", "sugar?", "-c", "kb", "--hyde", data_dir=data, check_rc=1)
+    assert "HyDE needs an LLM" in no_llm.stderr
+
     assert "deleted 1 of 1" in grounded("delete", "kb/guide.md", "-c", "kb", data_dir=data).stdout
     grounded("delete", "kb/guide.md", "-c", "kb", data_dir=data, check_rc=1)
 
