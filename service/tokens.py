@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import threading
@@ -87,7 +88,14 @@ class GgufTokenCounter:
             raise RuntimeError(
                 f"counting tokens with {path} needs llama-cpp-python (see DEVELOPERS.md)"
             ) from exc
-        self._llama = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        try:  # llama.cpp prints context warnings even for a vocabulary-only load
+            from llama_cpp._utils import suppress_stdout_stderr
+
+            quiet: Any = suppress_stdout_stderr(disable=False)
+        except ImportError:
+            quiet = contextlib.nullcontext()
+        with quiet:
+            self._llama = Llama(model_path=str(path), vocab_only=True, verbose=False)
         self._lock = threading.Lock()
         self.name = Path(path).name
 
