@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import cached_property
 
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -27,6 +26,7 @@ from ingest.embedding import Embedder
 
 from .prompts import format_block
 from .retrieval import RetrievedChunk
+from .sentences import sentence_spans
 
 
 class Attributor:
@@ -34,17 +34,11 @@ class Attributor:
         self.embedder = embedder
         self.min_similarity = min_similarity
 
-    @cached_property
-    def _segmenter(self):  # type: ignore[no-untyped-def]
-        import pysbd
-
-        return pysbd.Segmenter(language="en", clean=False, char_span=True)
-
     def attribute(
         self, text: str, blocks: Sequence[RetrievedChunk], question: str = ""
     ) -> tuple[str, list[int]]:
         """``text`` with `` [n]`` after each supported sentence, and the cited numbers."""
-        spans = [s for s in self._segmenter.segment(text) if s.sent.strip()]
+        spans = [s for s in sentence_spans(text) if s.sent.strip()]
         if not spans or not blocks:
             return text, []
         sentences = [s.sent.strip() for s in spans]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from ingest.embedding import Embedder
 
 from .retrieval import RetrievalResult, RetrievedChunk
+from .sentences import sentence_spans
 
 
 @dataclass(frozen=True)
@@ -111,14 +111,8 @@ class ExtractiveGenerator:
         self.context_chunks = context_chunks
         self.min_relative_score = min_relative_score
 
-    @cached_property
-    def _segmenter(self):  # type: ignore[no-untyped-def]
-        import pysbd
-
-        return pysbd.Segmenter(language="en", clean=False, char_span=True)
-
     def _sentences(self, chunk: RetrievedChunk) -> list[_Sentence]:
-        spans = self._segmenter.segment(chunk.text)
+        spans = sentence_spans(chunk.text)
         return [
             _Sentence(chunk, span.sent.strip(), span.start)
             for span in spans

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -234,8 +235,7 @@ class OpenAIChat:
         finish: str | None = None
         model = request["model"]
         try:
-            events = [first] if first is not None else []
-            for event in _chain(events, stream):
+            for event in itertools.chain([first] if first is not None else [], stream):
                 if getattr(event, "usage", None):
                     usage = {
                         k: v for k, v in event.usage.model_dump().items() if isinstance(v, int)
@@ -247,8 +247,6 @@ class OpenAIChat:
                         parts.append(delta)
                         yield delta
                     finish = choice.finish_reason or finish
-        except LLMError:
-            raise
         except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
             raise LLMError(f"LLM stream broke off: {describe(exc)}") from exc
         if finish is None:  # every compatible server ends a complete stream with a finish_reason
@@ -257,8 +255,3 @@ class OpenAIChat:
         if not text:
             raise LLMError("LLM reply is empty")
         yield StreamEnd(Completion(text, model, usage, finish))
-
-
-def _chain(first: list[Any], rest: Any) -> Iterator[Any]:
-    yield from first
-    yield from rest

@@ -39,7 +39,6 @@ class Prompt:
     messages: list[Message]
     blocks: list[RetrievedChunk]  # blocks[n - 1] is context block [n]
     prompt_tokens: int  # as counted by the configured tokenizer
-    dropped_chunks: int  # retrieved chunks that did not fit
 
 
 def format_block(number: int, chunk: RetrievedChunk) -> str:
@@ -110,4 +109,4 @@ def build_prompt(
     messages: list[Message] = [{"role": "system", "content": system}]
     messages.extend({"role": m["role"], "content": m["content"]} for m in turns)
     messages.append({"role": "user", "content": question})
-    return Prompt(messages, blocks, fixed + turn_tokens + used, len(chunks) - len(blocks))
+    return Prompt(messages, blocks, fixed + turn_tokens + used)

@@ -49,19 +49,11 @@ def to_field_filters(filters: dict[str, FilterValue]) -> tuple[FieldFilter, ...]
     return tuple(result)
 
 
-class SearchRequest(BaseModel):
-    """A search. ``filters`` maps a field to a value (equality), ``{"any": [...]}`` or a range
-    ``{"gte": 2019, "lt": 2024}``; fields are ``doc_id``, ``source``, ``title``, ``chunk_index``
-    or ``metadata.<name>``."""
+class SearchOptions(BaseModel):
+    """How to search, shared by /v1/search, /v1/query and the chat endpoint. ``filters`` maps a
+    field to a value (equality), ``{"any": [...]}`` or a range ``{"gte": 2019, "lt": 2024}``;
+    fields are ``doc_id``, ``source``, ``title``, ``chunk_index`` or ``metadata.<name>``."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"query": "How does grounded store BM25?", "top_k": 5, "mode": "hybrid"}]
-        },
-    )
-
-    query: str = Field(min_length=1)
     collection: str | None = Field(None, description="Defaults to the configured collection.")
     top_k: int | None = Field(None, ge=1, description="Defaults to settings.top_k.")
     mode: Literal["hybrid", "dense", "sparse"] | None = None
@@ -82,6 +74,19 @@ class SearchRequest(BaseModel):
         "and no collection is named.",
     )
     filters: dict[str, FilterValue] = Field(default_factory=dict)
+
+
+class SearchRequest(SearchOptions):
+    """A search: the question and :class:`SearchOptions`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"query": "How does grounded store BM25?", "top_k": 5, "mode": "hybrid"}]
+        },
+    )
+
+    query: str = Field(min_length=1)
 
     @field_validator("query")
     @classmethod

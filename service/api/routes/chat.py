@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...pipeline import QueryResult, RagPipeline, StreamReset
 from ..deps import PipelineDep, search_params, wants_route
-from ..schemas import FilterValue, SearchRequest
+from ..schemas import SearchOptions, SearchRequest
 from .search import log, route_out
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -61,24 +61,15 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatRequest(BaseModel):
-    """OpenAI's request body; sampling fields it does not use are accepted and ignored."""
+class ChatRequest(SearchOptions):
+    """OpenAI's request body plus grounded's :class:`SearchOptions` (sent by the OpenAI SDK
+    through ``extra_body``); sampling fields it does not use are accepted and ignored."""
 
     model_config = ConfigDict(extra="allow")
     model: str = MODEL
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # grounded's own options, sent by the OpenAI SDK through extra_body
-    collection: str | None = None
-    top_k: int | None = Field(None, ge=1)
-    mode: Literal["hybrid", "dense", "sparse"] | None = None
-    fusion: Literal["rrf", "dbsf"] | None = None
-    rerank: bool | None = None
-    multi_query: int | None = Field(None, ge=0, le=10)
-    hyde: bool | None = None
-    route: bool | None = None
-    filters: dict[str, FilterValue] = Field(default_factory=dict)
 
 
 def _collection_of(model: str, pipeline: RagPipeline) -> str | None:
@@ -135,18 +126,8 @@ def _usage(result: QueryResult) -> dict[str, int]:
 def chat_completions(body: ChatRequest, pipeline: PipelineDep) -> Any:
     collection = body.collection or _collection_of(body.model, pipeline)
     question, history, system = _split(body.messages)
-    search = SearchRequest(
-        query=question,
-        collection=collection,
-        top_k=body.top_k,
-        mode=body.mode,
-        fusion=body.fusion,
-        rerank=body.rerank,
-        multi_query=body.multi_query,
-        hyde=body.hyde,
-        route=body.route,
-        filters=body.filters,
-    )
+    options = body.model_dump(include=set(SearchOptions.model_fields), exclude={"collection"})
+    search = SearchRequest(query=question, collection=collection, **options)
     params = search_params(search, pipeline.settings)
     options: dict[str, Any] = {
         "history": history,

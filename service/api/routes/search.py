@@ -21,7 +21,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from ...pipeline import Prepared, QueryResult, StreamReset
-from ...retrieval import RetrievalResult, SearchParams
+from ...retrieval import RetrievalResult, RetrievedChunk, SearchParams
 from ...routing import RouteDecision
 from ..deps import PipelineDep, search_params, wants_route
 from ..schemas import ChunkOut, QueryRequest, QueryResponse, SearchRequest, SearchResponse
@@ -41,6 +41,10 @@ def route_out(decision: RouteDecision | None) -> dict[str, Any] | None:
     }
 
 
+def chunks_out(chunks: list[RetrievedChunk]) -> list[dict[str, Any]]:
+    return [ChunkOut(**asdict(c)).model_dump() for c in chunks]
+
+
 def search_response(
     params: SearchParams,
     result: RetrievalResult,
@@ -51,7 +55,7 @@ def search_response(
         "collection": params.collection,
         "mode": params.mode,
         "fusion": params.fusion if params.mode == "hybrid" else None,
-        "results": [ChunkOut(**asdict(c)).model_dump() for c in result.chunks],
+        "results": chunks_out(result.chunks),
         "timings": result.timings,
         "route": route_out(decision),
         "transforms": result.transforms,
@@ -73,7 +77,7 @@ def query_response(result: QueryResult) -> dict[str, Any]:
         citations=[asdict(c) for c in answer.citations],
         citations_attributed=answer.citations_attributed,
         dropped_citations=answer.dropped_citations,
-        context=[ChunkOut(**asdict(c)).model_dump() for c in answer.context],
+        context=chunks_out(answer.context),
         usage=answer.usage,
     )
     return response
