@@ -36,7 +36,11 @@ def bm25_params(settings: Settings) -> Bm25Params:
 
 
 def build_ingestor(
-    settings: Settings, index: VectorIndex, embedder: Embedder, collection: str | None = None
+    settings: Settings,
+    index: VectorIndex,
+    embedder: Embedder,
+    collection: str | None = None,
+    tenant: str | None = None,
 ) -> Ingestor:
     return Ingestor(
         index,
@@ -46,4 +50,7 @@ def build_ingestor(
         bm25=bm25_params(settings),
         measure_bm25_length=settings.bm25_avg_len is None,
         batch_docs=settings.ingest_batch_docs,
+        tenant=tenant or settings.tenant,
+        max_metadata_depth=settings.max_metadata_depth,
+        max_metadata_bytes=settings.max_metadata_bytes,
     )

@@ -30,14 +30,30 @@ from typing import Protocol
 import numpy as np
 
 from .chunking import Chunker
-from .documents import Chunk, Document
+from .documents import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    Chunk,
+    Document,
+    check_metadata,
+    point_id,
+)
 from .embedding import Embedder
 from .index import IndexPoint, Manifest, VectorIndex
 from .loaders import LoadFailure
+from .names import DEFAULT_TENANT, check_tenant
 from .sparse import Bm25Encoder, Bm25Params, measure_avg_len
 
 ProgressFn = Callable[[int, int], None]
 """Called after each written batch with (documents done, chunks written)."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A document that was not written, and why (empty, unstorable metadata)."""
+
+    doc_id: str
+    reason: str
 
 
 @dataclass
@@ -48,6 +64,7 @@ class IngestReport:
     deleted: int = 0
     chunks_written: int = 0
     failures: list[LoadFailure] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -65,6 +82,7 @@ class IngestReport:
         self.deleted += other.deleted
         self.chunks_written += other.chunks_written
         self.failures.extend(other.failures)
+        self.skipped.extend(other.skipped)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -77,6 +95,7 @@ class IngestReport:
             "failures": [
                 {"source": f.source, "line": f.line, "reason": f.reason} for f in self.failures
             ],
+            "skipped": [{"id": s.doc_id, "reason": s.reason} for s in self.skipped],
             "seconds": round(self.seconds, 3),
         }
 
@@ -93,8 +112,11 @@ class IngestTarget(Protocol):
     def document_sources(self) -> dict[str, str]: ...
 
 
-def chunk_payload(chunk: Chunk, doc_hash: str, chunk_count: int) -> dict[str, object]:
+def chunk_payload(
+    chunk: Chunk, doc_hash: str, chunk_count: int, tenant: str = DEFAULT_TENANT
+) -> dict[str, object]:
     return {
+        "tenant": tenant,
         "doc_id": chunk.doc_id,
         "chunk_index": chunk.chunk_index,
         "chunk_count": chunk_count,
@@ -129,6 +151,10 @@ class Ingestor:
         measure_bm25_length: replace ``bm25.avg_len`` by the average length of the first batch's
             chunks when the collection is created.
         batch_docs: documents per embed/write batch.
+        tenant: whose documents these are: stamped on every point, and the only tenant whose
+            points the re-ingest checks, stale-chunk removal and deletes can touch.
+        max_metadata_depth, max_metadata_bytes: documents whose metadata Qdrant could not store
+            or return are skipped (reported), never written.
     """
 
     def __init__(
@@ -141,9 +167,15 @@ class Ingestor:
         bm25: Bm25Params | None = None,
         measure_bm25_length: bool = True,
         batch_docs: int = 256,
+        tenant: str = DEFAULT_TENANT,
+        max_metadata_depth: int = MAX_METADATA_DEPTH,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
     ) -> None:
         if batch_docs <= 0:
             raise ValueError("batch_docs must be > 0")
+        self.tenant = check_tenant(tenant)
+        self.max_metadata_depth = max_metadata_depth
+        self.max_metadata_bytes = max_metadata_bytes
         self.index = index
         self.embedder = embedder
         self.chunker = chunker
@@ -220,18 +252,44 @@ class Ingestor:
         chunks: list[tuple[Chunk, str, int]]  # (chunk, doc_hash, chunk_count)
         current: dict[str, str]  # doc_id -> new hash, for docs being (re)written
 
+    def _problem(self, doc: Document) -> str | None:
+        """Why ``doc`` cannot be written, or None."""
+        if not doc.text.strip():
+            return "empty document: no text"
+        try:
+            check_metadata(
+                doc.metadata, max_depth=self.max_metadata_depth, max_bytes=self.max_metadata_bytes
+            )
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def _plan(self, batch: list[Document], report: IngestReport) -> Ingestor._Plan:
-        hashes = {doc.id: doc.content_hash(self.chunker.signature) for doc in batch}
-        exists = self.index.manifest(self.collection) is not None
-        states = self.index.document_states(self.collection, list(hashes)) if exists else {}
-        plan = Ingestor._Plan([], {})
+        valid = []
         for doc in batch:
+            problem = self._problem(doc)
+            if problem is None:
+                valid.append(doc)
+            else:
+                report.skipped.append(Skipped(doc.id, problem))
+        hashes = {doc.id: doc.content_hash(self.chunker.signature) for doc in valid}
+        exists = self.index.manifest(self.collection) is not None
+        states = (
+            self.index.document_states(self.collection, list(hashes), self.tenant)
+            if exists and hashes
+            else {}
+        )
+        plan = Ingestor._Plan([], {})
+        for doc in valid:
             doc_hash = hashes[doc.id]
             state = states.get(doc.id)
             if state is not None and state.is_current(doc_hash):
                 report.unchanged += 1
                 continue
             chunks = self.chunker.chunk(doc)
+            if not chunks:
+                report.skipped.append(Skipped(doc.id, "empty document: no chunks"))
+                continue
             if state is None:
                 report.added += 1
             else:
@@ -245,17 +303,17 @@ class Ingestor:
     ) -> int:
         points = [
             IndexPoint(
-                chunk.point_id,
+                point_id(chunk.doc_id, chunk.chunk_index, self.tenant),
                 vector,
                 sparse.embed_document(chunk.embed_text),
-                chunk_payload(chunk, doc_hash, count),
+                chunk_payload(chunk, doc_hash, count, self.tenant),
             )
             for (chunk, doc_hash, count), vector in zip(plan.chunks, vectors, strict=True)
         ]
         for start in range(0, len(points), 512):
             self.index.upsert(self.collection, points[start : start + 512])
         # Only after the new version is in: drop chunks of older versions (incl. surplus ones).
-        self.index.delete_stale_chunks(self.collection, plan.current)
+        self.index.delete_stale_chunks(self.collection, plan.current, self.tenant)
         return len(points)
 
     # deletes -----------------------------------------------------------------------------
@@ -263,8 +321,8 @@ class Ingestor:
         """Remove documents; returns how many of them were in the collection."""
         if self.index.manifest(self.collection) is None:
             return 0
-        present = self.index.document_states(self.collection, list(doc_ids))
-        self.index.delete_documents(self.collection, list(present))
+        present = self.index.document_states(self.collection, list(doc_ids), self.tenant)
+        self.index.delete_documents(self.collection, list(present), self.tenant)
         if present:
             self.index.flush(self.collection)
         return len(present)
@@ -272,7 +330,7 @@ class Ingestor:
     def document_sources(self) -> dict[str, str]:
         if self.index.manifest(self.collection) is None:
             return {}
-        return self.index.document_sources(self.collection)
+        return self.index.document_sources(self.collection, self.tenant)
 
 
 def stale_documents(

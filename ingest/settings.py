@@ -24,6 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .names import DEFAULT_TENANT, CollectionName, TenantName
+
 SearchMode = Literal["hybrid", "dense", "sparse"]
 FusionMethod = Literal["rrf", "dbsf"]
 
@@ -37,7 +39,9 @@ class Route(BaseModel):
 
     name: str = Field(min_length=1)
     description: str = Field(min_length=1, description="What questions belong here.")
-    collection: str | None = Field(None, description="Collection to search; unset = default.")
+    collection: CollectionName | None = Field(
+        None, description="Collection to search; unset = default."
+    )
     prompt: str | None = Field(None, description="Extra instructions for the answer LLM.")
     examples: list[str] = Field(default_factory=list, description="Example questions.")
 
@@ -62,7 +66,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Where the embedded Qdrant Edge shards live.")
     qdrant_url: str | None = Field(None, description="Qdrant server/cluster URL; unset = embedded.")
     qdrant_api_key: SecretStr | None = None
-    collection: str = Field("default", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    collection: CollectionName = Field("default", description="The default collection.")
+    tenant: TenantName = Field(
+        DEFAULT_TENANT,
+        description="Tenant of local CLI ingest and search (API requests take their key's).",
+    )
 
     # Embeddings
     embedding_model: str = Field(
@@ -162,6 +170,32 @@ class Settings(BaseSettings):
     port: int = Field(8000, gt=0, lt=65536)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_query_chars: int = Field(4096, gt=0)
+    max_documents_per_request: int = Field(256, gt=0, description="Documents per /v1/ingest.")
+    max_document_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, description="UTF-8 bytes of one document's text (API and CLI)."
+    )
+    max_file_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest file the CLI reads; larger ones are refused."
+    )
+    max_metadata_depth: int = Field(8, ge=1, le=32, description="Nesting levels of metadata.")
+    max_metadata_bytes: int = Field(16_384, gt=0, description="JSON bytes of one metadata.")
+    ingest_queue_size: int = Field(
+        8, ge=1, description="Ingest/delete requests that may wait; more get 503 + Retry-After."
+    )
+    source_paths: Literal["relative", "absolute"] = Field(
+        "relative", description="`source` of ingested files: relative to the ingest root's parent."
+    )
+
+    # Auth: API keys with scopes, one tenant per key
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto = on when the API binds beyond loopback."
+    )
+    keys_db: Path | None = Field(
+        None, description="SQLite file of API keys; unset = <data_dir>/keys.sqlite."
+    )
+    rate_limit: str = Field(
+        "600/minute", description="Per-key request limit (limits syntax, e.g. '10/second')."
+    )
 
     # Judge LLM for answer evaluation (any OpenAI-compatible endpoint)
     judge_base_url: str | None = None
@@ -202,6 +236,10 @@ class Settings(BaseSettings):
                 "(or OPENAI_BASE_URL) and/or GROUNDED_LLM_MODEL"
             )
         return self
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_db or self.data_dir / "keys.sqlite"
 
     @property
     def uses_server(self) -> bool:

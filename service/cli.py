@@ -34,6 +34,8 @@ from ingest.loaders import LoadFailure, iter_documents
 from ingest.pipeline import IngestReport, IngestTarget, stale_documents
 from ingest.settings import Settings
 
+from .admin_cli import collections_app, doctor, keys_app
+
 app = typer.Typer(
     name="grounded",
     help="Retrieval-first RAG: ingest documents into Qdrant, search them, serve cited answers.",
@@ -49,6 +51,12 @@ DataDirOpt = Annotated[
 ]
 CollectionOpt = Annotated[
     str | None, typer.Option("--collection", "-c", help="Collection (env GROUNDED_COLLECTION).")
+]
+TenantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant", help="Tenant of a local run (env GROUNDED_TENANT); --server uses the key's."
+    ),
 ]
 ServerOpt = Annotated[
     str | None,
@@ -90,11 +98,12 @@ def ingest(
         bool, typer.Option(help="Delete documents whose files left these folders.")
     ] = False,
     server: ServerOpt = None,
+    tenant: TenantOpt = None,
     data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Ingest .txt .md .html .pdf .jsonl files; unchanged documents are skipped."""
-    settings = make_settings(data_dir=data_dir, collection=collection)
+    settings = make_settings(data_dir=data_dir, collection=collection, tenant=tenant)
     name = settings.collection
     with _target(settings, name, server) as target:
         failures: list[LoadFailure] = []
@@ -171,6 +180,7 @@ def _print_report(report: IngestReport, collection: str, as_json: bool) -> None:
         f"{report.documents} ({report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged)",
     )
+    table.add_row("skipped", str(len(report.skipped)))
     table.add_row("deleted (pruned)", str(report.deleted))
     table.add_row("chunks written", str(report.chunks_written))
     table.add_row("failed", f"[red]{len(report.failures)}[/red]" if report.failures else "0")
@@ -180,6 +190,8 @@ def _print_report(report: IngestReport, collection: str, as_json: bool) -> None:
         f"{report.chunks_written / seconds:.1f} chunks/s)",
     )
     out.print(table)
+    for skipped in report.skipped:
+        err.print(f"[yellow]skipped[/yellow] {skipped.doc_id}: {skipped.reason}", markup=True)
 
 
 # delete ------------------------------------------------------------------------------------
@@ -188,10 +200,11 @@ def delete(
     doc_ids: Annotated[list[str], typer.Argument(help="Document ids to remove.")],
     collection: CollectionOpt = None,
     server: ServerOpt = None,
+    tenant: TenantOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Remove documents (all their chunks) from a collection."""
-    settings = make_settings(data_dir=data_dir, collection=collection)
+    settings = make_settings(data_dir=data_dir, collection=collection, tenant=tenant)
     with _target(settings, settings.collection, server) as target:
         removed = target.delete(doc_ids)
     out.print(f"deleted {removed} of {len(doc_ids)} document(s) from {settings.collection}")
@@ -248,12 +261,14 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     server: ServerOpt = None,
+    tenant: TenantOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Search a collection; --json prints exactly what POST /v1/search returns."""
-    settings = make_settings(data_dir=data_dir, collection=collection)
-    body: dict[str, Any] = {"query": query, "collection": settings.collection}
-    body.update({k: v for k, v in {"top_k": top_k, "mode": mode, "fusion": fusion}.items() if v})
+    settings = make_settings(data_dir=data_dir, collection=collection, tenant=tenant)
+    # Like the API: no collection named means the default one, or the router when routes exist.
+    options = {"collection": collection, "top_k": top_k, "mode": mode, "fusion": fusion}
+    body: dict[str, Any] = {"query": query, **{k: v for k, v in options.items() if v}}
     for key, value in {"rerank": rerank, "hyde": hyde, "multi_query": multi_query}.items():
         if value is not None:
             body[key] = value
@@ -288,18 +303,18 @@ def search(
 def _validated(model: Any, body: dict[str, Any], settings: Settings) -> tuple[Any, Any]:
     """The request as the API would parse it, and its search parameters; exit 2 when invalid
     (checked before the model loads)."""
-    from fastapi import HTTPException
     from pydantic import ValidationError
 
-    from .api.deps import search_params
+    from .errors import InvalidRequest
+    from .requests import search_params
 
     try:
         request = model(**body)
-        return request, search_params(request, settings)
+        return request, search_params(request, settings, settings.tenant)
     except ValidationError as exc:
         raise fail("; ".join(e["msg"] for e in exc.errors()), 2) from None
-    except HTTPException as exc:
-        raise fail(str(exc.detail), 2) from None
+    except InvalidRequest as exc:
+        raise fail(str(exc), 2) from None
 
 
 def _local_pipeline(settings: Settings) -> Any:
@@ -312,17 +327,24 @@ def _local_pipeline(settings: Settings) -> Any:
 
 
 def _local_search(settings: Settings, body: dict[str, Any], answer: bool) -> dict[str, Any]:
-    from .api.routes.search import query as query_route
-    from .api.routes.search import search as search_route
+    """What ``POST /v1/query`` (``answer``) or ``POST /v1/search`` would return for ``body``."""
     from .api.schemas import QueryRequest, SearchRequest
     from .pipeline import NotConfigured
+    from .requests import wants_route
+    from .responses import query_response, search_response
 
-    request, _ = _validated(QueryRequest if answer else SearchRequest, body, settings)
+    request, params = _validated(QueryRequest if answer else SearchRequest, body, settings)
     pipeline = _local_pipeline(settings)
     try:
-        route = query_route if answer else search_route
-        response = route(request, pipeline)  # type: ignore[arg-type]
-        return json.loads(json.dumps(response, default=lambda o: o.model_dump()))
+        route = wants_route(request, settings)
+        if answer:
+            response = query_response(
+                pipeline.query(params, route=route, generator=request.generator)
+            )
+        else:
+            prep = pipeline.prepare(params, route=route)
+            response = search_response(prep.params, prep.retrieval, prep.route, prep.warnings)
+        return json.loads(json.dumps(response, default=str))
     except (IndexProblem, NotConfigured) as exc:
         raise fail(str(exc)) from None
     finally:
@@ -351,10 +373,11 @@ def ask(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the /v1/query response.")] = False,
     server: ServerOpt = None,
+    tenant: TenantOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Answer a question from the documents, with citations (like POST /v1/query)."""
-    settings = make_settings(data_dir=data_dir, collection=collection)
+    settings = make_settings(data_dir=data_dir, collection=collection, tenant=tenant)
     options = {
         "collection": collection,
         "top_k": top_k,
@@ -426,10 +449,10 @@ def _remote_answer(server: str, body: dict[str, Any]) -> Iterator[tuple[str, dic
 
 
 def _local_answer(settings: Settings, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    from .api.deps import wants_route
-    from .api.routes.search import query_response
     from .api.schemas import QueryRequest
     from .pipeline import NotConfigured, QueryResult, StreamReset
+    from .requests import wants_route
+    from .responses import query_response
 
     request, params = _validated(QueryRequest, body, settings)
     pipeline = _local_pipeline(settings)
@@ -450,25 +473,10 @@ def _local_answer(settings: Settings, body: dict[str, Any]) -> Iterator[tuple[st
         pipeline.close()
 
 
-# collections -------------------------------------------------------------------------------
-@app.command()
-def collections(data_dir: DataDirOpt = None) -> None:
-    """List collections with their point counts and embedding models."""
-    from ingest.index import open_index, require_manifest
-
-    settings = make_settings(data_dir=data_dir)
-    try:
-        index = open_index(settings)
-    except IndexProblem as exc:
-        raise fail(str(exc)) from None
-    try:
-        table = Table("collection", "points", "model", "dim", "chunker")
-        for name in index.list_collections():
-            m = require_manifest(index, name)
-            table.add_row(name, str(index.count(name)), m.model, str(m.dimension), m.chunker)
-        out.print(table)
-    finally:
-        index.close()
+# operators: keys, collections, doctor ----------------------------------------------------
+app.add_typer(keys_app, name="keys")
+app.add_typer(collections_app, name="collections")
+app.command()(doctor)
 
 
 # serve -------------------------------------------------------------------------------------
@@ -478,20 +486,44 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (env GROUNDED_PORT).")] = None,
     data_dir: DataDirOpt = None,
     collection: CollectionOpt = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Serve beyond loopback WITHOUT API keys (anyone can read and write)."
+        ),
+    ] = False,
 ) -> None:
     """Serve the REST API (/v1/search, /v1/query, /v1/chat/completions, /v1/ingest; docs at
-    /docs)."""
+    /docs). Beyond loopback, API keys are required (`grounded keys create`)."""
     import uvicorn
 
-    from .api.app import create_app
+    from .api.app import auth_enabled, create_app
+    from .api.observability import configure_logging
+    from .auth import KeyStore, is_loopback
     from .pipeline import NotConfigured, RagPipeline
 
-    settings = make_settings(data_dir=data_dir, host=host, port=port, collection=collection)
+    overrides: dict[str, Any] = {"auth": "off"} if insecure else {}
+    settings = make_settings(
+        data_dir=data_dir, host=host, port=port, collection=collection, **overrides
+    )
+    if auth_enabled(settings) and not KeyStore(settings.keys_path).has_active_keys():
+        raise fail(
+            f"API keys are required when serving on {settings.host} (beyond loopback), and "
+            f"{settings.keys_path} has none. Create one with `grounded keys create --tenant T "
+            "--scope read`, or pass --insecure to serve without keys.",
+            2,
+        )
+    if not auth_enabled(settings) and not is_loopback(settings.host):
+        err.print(
+            f"[bold red]warning:[/bold red] serving on {settings.host} WITHOUT authentication: "
+            "anyone who can reach this port can read, ingest and delete documents."
+        )
     try:
         pipeline = RagPipeline.from_settings(settings)
     except (IndexProblem, NotConfigured) as exc:
         raise fail(str(exc)) from None
     base = f"http://{settings.host}:{settings.port}"
+    key_header = " -H 'Authorization: Bearer <API key>'" if auth_enabled(settings) else ""
 
     def ready() -> None:
         body = json.dumps(
@@ -499,11 +531,13 @@ def serve(
         )
         err.print(
             f"\n[green]grounded is ready[/green] at {base} (API docs: {base}/docs). Try:\n\n"
-            f"  curl -s {base}/v1/query -H 'Content-Type: application/json' -d '{body}'\n",
+            f"  curl -s {base}/v1/query -H 'Content-Type: application/json'{key_header} "
+            f"-d '{body}'\n",
             highlight=False,
             soft_wrap=True,
         )
 
+    configure_logging()
     uvicorn.run(
         create_app(pipeline, on_ready=ready),
         host=settings.host,

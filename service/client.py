@@ -7,6 +7,7 @@ ingest --server URL`` runs the same loop as a local ingest while the service own
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -15,7 +16,9 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from ingest.documents import Document
-from ingest.pipeline import IngestReport, ProgressFn, batched
+from ingest.pipeline import IngestReport, ProgressFn, Skipped, batched
+
+BUSY_WAIT_S = 300.0
 
 
 class ServiceError(Exception):
@@ -23,14 +26,15 @@ class ServiceError(Exception):
 
 
 class GroundedClient:
-    def __init__(self, base_url: str, timeout: float = 600.0) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+    """``api_key`` defaults to ``GROUNDED_API_KEY``; it is sent as a bearer token."""
+
+    def __init__(self, base_url: str, timeout: float = 600.0, api_key: str | None = None) -> None:
+        key = api_key or os.environ.get("GROUNDED_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ServiceError(f"cannot reach grounded at {self.http.base_url}: {exc}") from None
+        response = self._send(method, path, **kwargs)
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
@@ -38,6 +42,26 @@ class GroundedClient:
                 detail = response.text
             raise ServiceError(f"{response.status_code}: {detail}")
         return response.json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; a full ingest queue (503) or a spent rate limit (429) is waited out
+        as the service's ``Retry-After`` says, up to ``BUSY_WAIT_S`` in all."""
+        waited = 0.0
+        while True:
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise ServiceError(
+                    f"cannot reach grounded at {self.http.base_url}: {exc}"
+                ) from None
+            retry_after = response.headers.get("Retry-After", "")
+            if response.status_code not in (429, 503) or not retry_after.isdigit():
+                return response
+            delay = min(float(retry_after), 30.0)
+            if waited + delay > BUSY_WAIT_S:
+                return response
+            time.sleep(delay)
+            waited += delay
 
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/search", json=body)
@@ -117,6 +141,7 @@ class RemoteIngestTarget:
                     updated=part["updated"],
                     unchanged=part["unchanged"],
                     chunks_written=part["chunks_written"],
+                    skipped=[Skipped(s["id"], s["reason"]) for s in part.get("skipped", [])],
                 )
             )
             done += len(batch)

@@ -26,6 +26,8 @@ import openai
 
 from ingest.settings import Settings
 
+from . import metrics
+
 Message = dict[str, str]
 T = TypeVar("T")
 
@@ -37,6 +39,13 @@ class LLMError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
+
+
+def _failed(reason: str, attempts: int = 1) -> LLMError:
+    """The error of a call that failed for good, counted once in the LLM failure metric (only
+    here, never for an attempt that is retried, so a call counts once however often it tried)."""
+    metrics.observe_llm_failure(reason)
+    return LLMError(reason, attempts)
 
 
 @dataclass
@@ -155,7 +164,7 @@ class OpenAIChat:
             models = self._with_retries(lambda timeout: self._client.models.list(timeout=timeout))
             names = [m.id for m in models.data] if models.data else []
             if not names:
-                raise LLMError("the LLM endpoint lists no models; set GROUNDED_LLM_MODEL")
+                raise _failed("the LLM endpoint lists no models; set GROUNDED_LLM_MODEL")
             self._model = names[0]
         return self._model
 
@@ -173,7 +182,7 @@ class OpenAIChat:
             except _RETRYABLE as exc:
                 error = exc
             except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
-                raise LLMError(describe(exc), attempt) from exc
+                raise _failed(describe(exc), attempt) from exc
             except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
                 error = exc  # garbage bodies: often a proxy hiccup, so worth one more try
             delay = self.backoff * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
@@ -182,7 +191,7 @@ class OpenAIChat:
                 delay = max(delay, hinted)
             if attempt > self.max_retries or time.monotonic() + delay >= deadline:
                 reason = error.reason if isinstance(error, LLMError) else describe(error)
-                raise LLMError(f"{reason} (after {attempt} attempt(s))", attempt) from error
+                raise _failed(f"{reason} (after {attempt} attempt(s))", attempt) from error
             time.sleep(delay)
 
     def _request(self, messages: Sequence[Message], max_tokens: int | None) -> dict[str, Any]:
@@ -248,10 +257,10 @@ class OpenAIChat:
                         yield delta
                     finish = choice.finish_reason or finish
         except (openai.APIError, ValueError, TypeError, AttributeError) as exc:
-            raise LLMError(f"LLM stream broke off: {describe(exc)}") from exc
+            raise _failed(f"LLM stream broke off: {describe(exc)}") from exc
         if finish is None:  # every compatible server ends a complete stream with a finish_reason
-            raise LLMError("LLM stream broke off before it finished")
+            raise _failed("LLM stream broke off before it finished")
         text = "".join(parts).strip()
         if not text:
-            raise LLMError("LLM reply is empty")
+            raise _failed("LLM reply is empty")
         yield StreamEnd(Completion(text, model, usage, finish))

@@ -26,10 +26,12 @@ import numpy as np
 from ingest.build import build_embedder, build_ingestor
 from ingest.documents import Document
 from ingest.embedding import Embedder
-from ingest.index import VectorIndex, open_index
+from ingest.index import VectorIndex, open_index, require_manifest
+from ingest.names import DEFAULT_TENANT
 from ingest.pipeline import IngestReport, ProgressFn
 from ingest.settings import Settings
 
+from . import metrics
 from .attribution import Attributor
 from .generation import Answer, ExtractiveGenerator
 from .llm import ChatLLM, LLMError, Message, OpenAIChat
@@ -76,6 +78,10 @@ class Prepared:
         timings["total_ms"] = _ms(self.started)
         if not answer.abstained and not answer.citations:
             self.warnings.append("the answer cites no context block; treat it as unsupported")
+        metrics.observe_timings(timings)
+        metrics.observe_answer(
+            answer.generator, answer.degraded, answer.abstained, answer.degraded_reason
+        )
         return QueryResult(self.retrieval, answer, timings, self.params, self.route, self.warnings)
 
 
@@ -406,20 +412,31 @@ class RagPipeline:
     # Ingest --------------------------------------------------------------------------------
 
     def ingest(
-        self, documents: Iterable[Document], collection: str, progress: ProgressFn | None = None
+        self,
+        documents: Iterable[Document],
+        collection: str,
+        progress: ProgressFn | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> IngestReport:
         with self._write_lock:
-            ingestor = build_ingestor(self.settings, self.index, self.embedder, collection)
+            ingestor = build_ingestor(self.settings, self.index, self.embedder, collection, tenant)
             return ingestor.ingest(documents, progress)
 
-    def delete(self, doc_ids: Sequence[str], collection: str) -> int:
+    def delete(self, doc_ids: Sequence[str], collection: str, tenant: str = DEFAULT_TENANT) -> int:
         with self._write_lock:
-            ingestor = build_ingestor(self.settings, self.index, self.embedder, collection)
+            ingestor = build_ingestor(self.settings, self.index, self.embedder, collection, tenant)
             return ingestor.delete(doc_ids)
 
-    def document_sources(self, collection: str) -> dict[str, str]:
+    def drop_collection(self, collection: str) -> None:
+        """Remove a collection with every tenant's points (operators only)."""
+        with self._write_lock:
+            require_manifest(self.index, collection)
+            self.index.drop_collection(collection)
+
+    def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
+        require_manifest(self.index, collection)
         return build_ingestor(
-            self.settings, self.index, self.embedder, collection
+            self.settings, self.index, self.embedder, collection, tenant
         ).document_sources()
 
     def close(self) -> None:

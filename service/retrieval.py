@@ -23,6 +23,7 @@ import numpy as np
 from ingest.embedding import Embedder
 from ingest.index import FieldFilter, SearchQuery, VectorIndex, require_manifest
 from ingest.index.base import Fusion, Mode
+from ingest.names import DEFAULT_TENANT
 from ingest.settings import Settings
 from ingest.sparse import Bm25Encoder
 
@@ -41,6 +42,7 @@ class SearchParams:
     rerank: bool = False
     multi_query: int = 0  # LLM rephrasings fused by RRF (0 = off)
     hyde: bool = False  # dense leg from an LLM-written hypothetical passage
+    tenant: str = DEFAULT_TENANT  # whose chunks are searched: enforced inside Qdrant
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class HybridRetriever:
             sparse_weight=params.sparse_weight or s.sparse_weight,
             filters=params.filters,
             with_dense=wants_similarity,
+            tenant=params.tenant,
         )
         t = time.perf_counter()
         hits = (

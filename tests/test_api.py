@@ -142,13 +142,13 @@ def test_ingest_update_delete_through_api(client: TestClient) -> None:
     assert client.post("/v1/ingest", json={"documents": []}).status_code == 422
 
 
-def test_health_collections_and_docs(client: TestClient) -> None:
+def test_health_readiness_collections_and_docs(client: TestClient) -> None:
     health = client.get("/healthz").json()
-    assert (
-        health["status"] == "ok"
-        and health["index"] == "qdrant-edge"
-        and "kb" in health["collections"]
-    )
+    assert health["status"] == "ok" and health["index"] == "qdrant-edge"
+    assert "collections" not in health  # unauthenticated: it must not enumerate them
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"model": "ok", "index": "ok"}}
     (kb,) = [c for c in client.get("/v1/collections").json() if c["name"] == "kb"]
     assert kb["model"] == "all-MiniLM-L6-v2" and kb["dimension"] == 384 and kb["points"] >= 3
     assert client.get("/docs").status_code == 200

@@ -34,6 +34,7 @@ def filled(index, embedder):  # type: ignore[no-untyped-def]
                 vec,
                 bm25.embed_document(text),
                 {
+                    "tenant": "default",
                     "doc_id": doc_id,
                     "chunk_index": 0,
                     "chunk_count": 1,
@@ -109,7 +110,13 @@ def test_states_sources_stale_and_delete(filled) -> None:  # type: ignore[no-unt
                 point_id("cats", i),
                 vec,
                 bm25.embed_document("new cats"),
-                {"doc_id": "cats", "chunk_index": i, "chunk_count": 2, "doc_hash": "h2"},
+                {
+                    "tenant": "default",
+                    "doc_id": "cats",
+                    "chunk_index": i,
+                    "chunk_count": 2,
+                    "doc_hash": "h2",
+                },
             )
             for i in range(2)
         ],
@@ -129,7 +136,7 @@ def test_manifest_and_unknown_collection(filled) -> None:  # type: ignore[no-unt
     assert index.list_collections() == ["c"]
     with pytest.raises(IncompatibleCollection, match="was built with embedding model"):
         manifest.check_model("c", "intfloat/e5-small-v2", 384)
-    with pytest.raises(CollectionNotFound, match="available: c"):
-        index.count("nope")
+    with pytest.raises(CollectionNotFound, match="'nope' does not exist$"):
+        index.count("nope")  # never lists the other collections
     index.drop_collection("c")
     assert index.manifest("c") is None

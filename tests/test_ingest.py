@@ -89,10 +89,10 @@ class CrashingIndex:
         self.left -= 1
         self.inner.upsert(collection, points)
 
-    def delete_stale_chunks(self, collection, current):  # type: ignore[no-untyped-def]
+    def delete_stale_chunks(self, collection, current, tenant):  # type: ignore[no-untyped-def]
         if self.left == 0:
             raise RuntimeError("simulated crash before stale chunks were deleted")
-        self.inner.delete_stale_chunks(collection, current)
+        self.inner.delete_stale_chunks(collection, current, tenant)
 
 
 def test_crash_mid_ingest_resumes_without_duplicates(index, embedder) -> None:  # type: ignore[no-untyped-def]

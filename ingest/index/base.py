@@ -4,6 +4,12 @@ Two adapters implement it: :class:`ingest.index.edge.EdgeIndex` (Qdrant Edge, in
 default) and :class:`ingest.index.server.ServerIndex` (qdrant-client against a server or cluster).
 Each collection holds one point per chunk with a dense vector ``dense`` (cosine) and a sparse
 vector ``bm25`` (IDF modifier), and records the embedding model it was built with.
+
+Tenants share collections (Qdrant's payload-partitioned multitenancy): every point carries a
+``tenant`` keyword (indexed with ``is_tenant``), and every read, count and delete that takes a
+tenant ANDs ``tenant == <it>`` into its filter inside the engine, so no caller-supplied filter or
+doc id can reach another tenant's points. Collection names are checked here too
+(:func:`~ingest.names.check_collection`), a second line of defence behind the request schemas.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..names import DEFAULT_TENANT
 from ..sparse import Bm25Params, SparseVec
 
 DENSE = "dense"
 SPARSE = "bm25"
-# Payload fields with an index: what filters, re-ingest checks and pruning look up.
+TENANT = "tenant"
+# Payload fields with an index: what filters, re-ingest checks and pruning look up. The tenant
+# field gets its own index with ``is_tenant`` so Qdrant co-locates each tenant's points.
 KEYWORD_FIELDS = ("doc_id", "source", "doc_hash")
 INTEGER_FIELDS = ("chunk_index",)
 FILTERABLE_FIELDS = ("doc_id", "source", "title", "chunk_index")
@@ -31,9 +40,9 @@ class IndexProblem(Exception):
 
 
 class CollectionNotFound(IndexProblem):
-    def __init__(self, name: str, available: Sequence[str]) -> None:
-        known = ", ".join(sorted(available)) or "none yet"
-        super().__init__(f"collection {name!r} does not exist (available: {known})")
+    # The message never lists the other collections: over HTTP that would enumerate them.
+    def __init__(self, name: str) -> None:
+        super().__init__(f"collection {name!r} does not exist")
         self.name = name
 
 
@@ -126,6 +135,12 @@ class SearchQuery:
     sparse_weight: float = 1.0
     filters: tuple[FieldFilter, ...] = ()
     with_dense: bool = False  # return each hit's dense vector (costs ~1 ms per query)
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def conditions(self) -> tuple[FieldFilter, ...]:
+        """The caller's filters, always ANDed with the tenant's partition."""
+        return (tenant_condition(self.tenant), *self.filters)
 
     def __post_init__(self) -> None:
         if self.mode in ("hybrid", "dense") and self.dense is None:
@@ -160,6 +175,14 @@ class DocState:
 STATE_FIELDS = ["doc_id", "doc_hash", "chunk_index", "chunk_count"]
 
 
+def tenant_condition(tenant: str) -> FieldFilter:
+    return FieldFilter(TENANT, value=tenant)
+
+
+def docs_condition(doc_ids: Sequence[str]) -> FieldFilter:
+    return FieldFilter("doc_id", any=tuple(doc_ids))
+
+
 def states_from_payloads(payloads: Iterable[Mapping[str, Any] | None]) -> dict[str, DocState]:
     """Group scrolled payloads (with :data:`STATE_FIELDS`) into one :class:`DocState` per doc."""
     states: dict[str, DocState] = {}
@@ -180,23 +203,46 @@ class VectorIndex(Protocol):
 
     def drop_collection(self, collection: str) -> None: ...
 
-    def upsert(self, collection: str, points: Sequence[IndexPoint]) -> None: ...
+    def upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
+        """Write points; each payload carries its ``tenant``."""
+        ...
 
-    def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None: ...
+    def delete_documents(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> None: ...
 
-    def delete_stale_chunks(self, collection: str, current: Mapping[str, str]) -> None:
+    def delete_stale_chunks(
+        self, collection: str, current: Mapping[str, str], tenant: str = DEFAULT_TENANT
+    ) -> None:
         """For each ``doc_id -> doc_hash``, delete that document's points of any other hash."""
         ...
 
-    def document_states(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocState]: ...
+    def document_states(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> dict[str, DocState]: ...
 
-    def document_sources(self, collection: str) -> dict[str, str]:
-        """``doc_id -> source`` for every document in the collection."""
+    def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
+        """``doc_id -> source`` for every document of ``tenant`` in the collection."""
         ...
 
-    def count(self, collection: str) -> int: ...
+    def count(self, collection: str, tenant: str | None = None) -> int:
+        """Points of ``tenant``, or of every tenant when ``None`` (operators only)."""
+        ...
 
     def search(self, collection: str, query: SearchQuery) -> list[Hit]: ...
+
+    # Repair (``grounded doctor``): every point id, payloads by id, removal by id.
+    def point_ids(self, collection: str) -> list[str]: ...
+
+    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Payloads of ``ids``; raises when the engine cannot read one of them."""
+        ...
+
+    def delete_points(self, collection: str, ids: Sequence[str]) -> None: ...
+
+    def set_tenant(self, collection: str, ids: Sequence[str], tenant: str) -> None:
+        """Stamp ``tenant`` on points written before tenants existed."""
+        ...
 
     def flush(self, collection: str) -> None: ...
 
@@ -206,5 +252,5 @@ class VectorIndex(Protocol):
 def require_manifest(index: VectorIndex, collection: str) -> Manifest:
     manifest = index.manifest(collection)
     if manifest is None:
-        raise CollectionNotFound(collection, index.list_collections())
+        raise CollectionNotFound(collection)
     return manifest

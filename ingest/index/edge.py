@@ -32,12 +32,14 @@ from typing import IO, Any
 
 import qdrant_edge as qe
 
+from ..names import DEFAULT_TENANT, check_collection
 from .base import (
     DENSE,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     SPARSE,
     STATE_FIELDS,
+    TENANT,
     CollectionNotFound,
     DocState,
     FieldFilter,
@@ -46,7 +48,9 @@ from .base import (
     IndexProblem,
     Manifest,
     SearchQuery,
+    docs_condition,
     states_from_payloads,
+    tenant_condition,
 )
 
 _SCROLL_PAGE = 1024
@@ -109,13 +113,16 @@ class EdgeIndex:
         self._guard = threading.RLock()
 
     # collections -------------------------------------------------------------------------
+    def _folder(self, collection: str) -> Path:
+        return self._root / check_collection(collection)
+
     def list_collections(self) -> list[str]:
         return sorted(p.parent.name for p in self._root.glob("*/manifest.json"))
 
     def manifest(self, collection: str) -> Manifest | None:
         if collection in self._manifests:
             return self._manifests[collection]
-        path = self._root / collection / "manifest.json"
+        path = self._folder(collection) / "manifest.json"
         if not path.is_file():
             return None
         manifest = Manifest.from_dict(json.loads(path.read_text()))
@@ -124,7 +131,7 @@ class EdgeIndex:
 
     def create_collection(self, collection: str, manifest: Manifest) -> None:
         with self._guard:
-            folder = self._root / collection
+            folder = self._folder(collection)
             if (folder / "manifest.json").exists():
                 raise IndexProblem(f"collection {collection!r} already exists")
             config = qe.EdgeConfig(
@@ -144,6 +151,9 @@ class EdgeIndex:
                 shard.update(
                     qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer)
                 )
+            shard.update(
+                qe.UpdateOperation.create_field_index(TENANT, qe.KeywordIndexParams(is_tenant=True))
+            )
             shard.flush()
             # The manifest is written last: a collection without one does not exist.
             tmp = folder / "manifest.json.tmp"
@@ -153,12 +163,15 @@ class EdgeIndex:
             self._manifests[collection] = manifest
 
     def drop_collection(self, collection: str) -> None:
+        folder = self._folder(collection)
         with self._guard:
             shard = self._shards.pop(collection, None)
             if shard is not None:
                 shard.close()
             self._manifests.pop(collection, None)
-            shutil.rmtree(self._root / collection, ignore_errors=True)
+            # The manifest goes first: a half-removed folder is then no collection at all.
+            (folder / "manifest.json").unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _shard(self, collection: str) -> qe.EdgeShard:
         shard = self._shards.get(collection)
@@ -167,8 +180,10 @@ class EdgeIndex:
         with self._guard:
             if collection not in self._shards:
                 if self.manifest(collection) is None:
-                    raise CollectionNotFound(collection, self.list_collections())
-                self._shards[collection] = qe.EdgeShard.load(str(self._root / collection / "shard"))
+                    raise CollectionNotFound(collection)
+                self._shards[collection] = qe.EdgeShard.load(
+                    str(self._folder(collection) / "shard")
+                )
             return self._shards[collection]
 
     # writes ------------------------------------------------------------------------------
@@ -188,21 +203,33 @@ class EdgeIndex:
         ]
         self._shard(collection).update(qe.UpdateOperation.upsert_points(batch))
 
-    def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None:
+    def delete_documents(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> None:
         if doc_ids:
-            condition = qe.FieldCondition("doc_id", match=qe.MatchAny(list(doc_ids)))
-            self._shard(collection).update(
-                qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[condition]))
-            )
+            flt = _edge_filter([tenant_condition(tenant), docs_condition(doc_ids)])
+            self._shard(collection).update(qe.UpdateOperation.delete_points_by_filter(flt))
 
-    def delete_stale_chunks(self, collection: str, current: Mapping[str, str]) -> None:
+    def delete_stale_chunks(
+        self, collection: str, current: Mapping[str, str], tenant: str = DEFAULT_TENANT
+    ) -> None:
         shard = self._shard(collection)
         for doc_id, doc_hash in current.items():
-            stale = qe.Filter(
-                must=[qe.FieldCondition("doc_id", match=qe.MatchValue(doc_id))],
-                must_not=[qe.FieldCondition("doc_hash", match=qe.MatchValue(doc_hash))],
+            stale = _edge_filter(
+                [tenant_condition(tenant), FieldFilter("doc_id", value=doc_id)],
+                must_not=[FieldFilter("doc_hash", value=doc_hash)],
             )
             shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
+
+    def delete_points(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            self._shard(collection).update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def set_tenant(self, collection: str, ids: Sequence[str], tenant: str) -> None:
+        if ids:
+            self._shard(collection).update(
+                qe.UpdateOperation.set_payload(list(ids), {TENANT: tenant})
+            )
 
     def flush(self, collection: str) -> None:
         shard = self._shard(collection)
@@ -210,7 +237,9 @@ class EdgeIndex:
         shard.optimize()
 
     # reads -------------------------------------------------------------------------------
-    def _scroll(self, collection: str, flt: qe.Filter | None, fields: list[str]) -> list[Any]:
+    def _scroll(
+        self, collection: str, flt: qe.Filter | None, fields: list[str] | None
+    ) -> list[Any]:
         shard = self._shard(collection)
         records: list[Any] = []
         offset = None
@@ -220,7 +249,7 @@ class EdgeIndex:
                     offset=offset,
                     limit=_SCROLL_PAGE,
                     filter=flt,
-                    with_payload=qe.PayloadSelector.Include(fields),
+                    with_payload=qe.PayloadSelector.Include(fields) if fields else False,
                     with_vector=False,
                 )
             )
@@ -228,25 +257,35 @@ class EdgeIndex:
             if offset is None:
                 return records
 
-    def document_states(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocState]:
+    def document_states(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> dict[str, DocState]:
         if not doc_ids:
             return {}
-        flt = qe.Filter(must=[qe.FieldCondition("doc_id", match=qe.MatchAny(list(doc_ids)))])
+        flt = _edge_filter([tenant_condition(tenant), docs_condition(doc_ids)])
         return states_from_payloads(r.payload for r in self._scroll(collection, flt, STATE_FIELDS))
 
-    def document_sources(self, collection: str) -> dict[str, str]:
-        flt = qe.Filter(must=[qe.FieldCondition("chunk_index", match=qe.MatchValue(0))])
+    def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
+        flt = _edge_filter([tenant_condition(tenant), FieldFilter("chunk_index", value=0)])
         return {
             str(r.payload["doc_id"]): str(r.payload.get("source", ""))
             for r in self._scroll(collection, flt, ["doc_id", "source"])
         }
 
-    def count(self, collection: str) -> int:
-        return int(self._shard(collection).count(qe.CountRequest(exact=True)))
+    def count(self, collection: str, tenant: str | None = None) -> int:
+        flt = _edge_filter([tenant_condition(tenant)]) if tenant is not None else None
+        return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=flt)))
+
+    def point_ids(self, collection: str) -> list[str]:
+        return [str(r.id) for r in self._scroll(collection, None, None)]
+
+    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = self._shard(collection).retrieve(list(ids), with_payload=True, with_vector=False)
+        return {str(r.id): dict(r.payload or {}) for r in records}
 
     def search(self, collection: str, query: SearchQuery) -> list[Hit]:
         shard = self._shard(collection)
-        flt = _edge_filter(query.filters)
+        flt = _edge_filter(query.conditions)
         dense = (
             qe.Query.Nearest([float(x) for x in query.dense], using=DENSE)
             if query.dense is not None
@@ -302,19 +341,20 @@ def _dense(vector: Any) -> list[float] | None:
     return list(value) if value is not None else None
 
 
-def _edge_filter(filters: Sequence[FieldFilter]) -> qe.Filter | None:
-    if not filters:
+def _edge_filter(
+    must: Sequence[FieldFilter], must_not: Sequence[FieldFilter] = ()
+) -> qe.Filter | None:
+    if not must and not must_not:
         return None
-    must: list[Any] = []
-    for f in filters:
-        if f.any is not None:
-            must.append(qe.FieldCondition(f.key, match=qe.MatchAny(list(f.any))))
-        elif f.is_range:
-            must.append(
-                qe.FieldCondition(
-                    f.key, range=qe.RangeFloat(gte=f.gte, gt=f.gt, lte=f.lte, lt=f.lt)
-                )
-            )
-        else:
-            must.append(qe.FieldCondition(f.key, match=qe.MatchValue(f.value)))
-    return qe.Filter(must=must)
+    return qe.Filter(
+        must=[_edge_condition(f) for f in must] or None,
+        must_not=[_edge_condition(f) for f in must_not] or None,
+    )
+
+
+def _edge_condition(f: FieldFilter) -> qe.FieldCondition:
+    if f.any is not None:
+        return qe.FieldCondition(f.key, match=qe.MatchAny(list(f.any)))
+    if f.is_range:
+        return qe.FieldCondition(f.key, range=qe.RangeFloat(gte=f.gte, gt=f.gt, lte=f.lte, lt=f.lt))
+    return qe.FieldCondition(f.key, match=qe.MatchValue(f.value))

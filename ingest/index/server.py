@@ -17,12 +17,14 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from ..names import DEFAULT_TENANT, check_collection
 from .base import (
     DENSE,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     SPARSE,
     STATE_FIELDS,
+    TENANT,
     CollectionNotFound,
     DocState,
     FieldFilter,
@@ -31,7 +33,9 @@ from .base import (
     IndexProblem,
     Manifest,
     SearchQuery,
+    docs_condition,
     states_from_payloads,
+    tenant_condition,
 )
 
 _SCROLL_PAGE = 1024
@@ -56,7 +60,7 @@ class ServerIndex:
     def manifest(self, collection: str) -> Manifest | None:
         if collection in self._manifests:
             return self._manifests[collection]
-        if not self.client.collection_exists(collection):
+        if not self.client.collection_exists(check_collection(collection)):
             return None
         metadata = self.client.get_collection(collection).config.metadata or {}
         if _MANIFEST_KEY not in metadata:
@@ -69,7 +73,7 @@ class ServerIndex:
         return manifest
 
     def create_collection(self, collection: str, manifest: Manifest) -> None:
-        if self.client.collection_exists(collection):
+        if self.client.collection_exists(check_collection(collection)):
             raise IndexProblem(f"collection {collection!r} already exists")
         self.client.create_collection(
             collection,
@@ -83,15 +87,20 @@ class ServerIndex:
             self.client.create_payload_index(collection, name, qm.PayloadSchemaType.KEYWORD)
         for name in INTEGER_FIELDS:
             self.client.create_payload_index(collection, name, qm.PayloadSchemaType.INTEGER)
+        self.client.create_payload_index(
+            collection,
+            TENANT,
+            qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
+        )
         self._manifests[collection] = manifest
 
     def drop_collection(self, collection: str) -> None:
-        self._manifests.pop(collection, None)
+        self._manifests.pop(check_collection(collection), None)
         self.client.delete_collection(collection)
 
     def _require(self, collection: str) -> None:
         if collection not in self._manifests and self.manifest(collection) is None:
-            raise CollectionNotFound(collection, self.list_collections())
+            raise CollectionNotFound(collection)
 
     # writes ------------------------------------------------------------------------------
     def upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
@@ -114,26 +123,42 @@ class ServerIndex:
             wait=True,
         )
 
-    def delete_documents(self, collection: str, doc_ids: Sequence[str]) -> None:
+    def delete_documents(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> None:
         if doc_ids:
             self._require(collection)
-            condition = qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))
-            self.client.delete(collection, qm.Filter(must=[condition]), wait=True)
+            flt = _client_filter([tenant_condition(tenant), docs_condition(doc_ids)])
+            self.client.delete(collection, flt, wait=True)
 
-    def delete_stale_chunks(self, collection: str, current: Mapping[str, str]) -> None:
+    def delete_stale_chunks(
+        self, collection: str, current: Mapping[str, str], tenant: str = DEFAULT_TENANT
+    ) -> None:
         self._require(collection)
         for doc_id, doc_hash in current.items():
-            stale = qm.Filter(
-                must=[qm.FieldCondition(key="doc_id", match=qm.MatchValue(value=doc_id))],
-                must_not=[qm.FieldCondition(key="doc_hash", match=qm.MatchValue(value=doc_hash))],
+            stale = _client_filter(
+                [tenant_condition(tenant), FieldFilter("doc_id", value=doc_id)],
+                must_not=[FieldFilter("doc_hash", value=doc_hash)],
             )
             self.client.delete(collection, stale, wait=True)
+
+    def delete_points(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            self._require(collection)
+            self.client.delete(collection, qm.PointIdsList(points=list(ids)), wait=True)
+
+    def set_tenant(self, collection: str, ids: Sequence[str], tenant: str) -> None:
+        if ids:
+            self._require(collection)
+            self.client.set_payload(collection, {TENANT: tenant}, points=list(ids), wait=True)
 
     def flush(self, collection: str) -> None:
         """Writes are acknowledged with ``wait=True``; the server persists and optimizes itself."""
 
     # reads -------------------------------------------------------------------------------
-    def _scroll(self, collection: str, flt: qm.Filter | None, fields: list[str]) -> list[Any]:
+    def _scroll(
+        self, collection: str, flt: qm.Filter | None, fields: list[str] | None
+    ) -> list[Any]:
         self._require(collection)
         records: list[Any] = []
         offset = None
@@ -143,35 +168,44 @@ class ServerIndex:
                 scroll_filter=flt,
                 limit=_SCROLL_PAGE,
                 offset=offset,
-                with_payload=fields,
+                with_payload=fields or False,
                 with_vectors=False,
             )
             records.extend(page)
             if offset is None:
                 return records
 
-    def document_states(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocState]:
+    def document_states(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> dict[str, DocState]:
         if not doc_ids:
             return {}
-        flt = qm.Filter(
-            must=[qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))]
-        )
+        flt = _client_filter([tenant_condition(tenant), docs_condition(doc_ids)])
         return states_from_payloads(r.payload for r in self._scroll(collection, flt, STATE_FIELDS))
 
-    def document_sources(self, collection: str) -> dict[str, str]:
-        flt = qm.Filter(must=[qm.FieldCondition(key="chunk_index", match=qm.MatchValue(value=0))])
+    def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
+        flt = _client_filter([tenant_condition(tenant), FieldFilter("chunk_index", value=0)])
         return {
             str(r.payload["doc_id"]): str(r.payload.get("source", ""))
             for r in self._scroll(collection, flt, ["doc_id", "source"])
         }
 
-    def count(self, collection: str) -> int:
+    def count(self, collection: str, tenant: str | None = None) -> int:
         self._require(collection)
-        return int(self.client.count(collection, exact=True).count)
+        flt = _client_filter([tenant_condition(tenant)]) if tenant is not None else None
+        return int(self.client.count(collection, count_filter=flt, exact=True).count)
+
+    def point_ids(self, collection: str) -> list[str]:
+        return [str(r.id) for r in self._scroll(collection, None, None)]
+
+    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        self._require(collection)
+        records = self.client.retrieve(collection, list(ids), with_payload=True)
+        return {str(r.id): dict(r.payload or {}) for r in records}
 
     def search(self, collection: str, query: SearchQuery) -> list[Hit]:
         self._require(collection)
-        flt = _client_filter(query.filters)
+        flt = _client_filter(query.conditions)
         dense = [float(x) for x in query.dense] if query.dense is not None else None
         sparse = (
             qm.SparseVector(indices=query.sparse.indices, values=query.sparse.values)
@@ -221,17 +255,20 @@ def _dense(vector: Any) -> list[float] | None:
     return list(value) if isinstance(value, list) else None
 
 
-def _client_filter(filters: Sequence[FieldFilter]) -> qm.Filter | None:
-    if not filters:
+def _client_filter(
+    must: Sequence[FieldFilter], must_not: Sequence[FieldFilter] = ()
+) -> qm.Filter | None:
+    if not must and not must_not:
         return None
-    must: list[Any] = []
-    for f in filters:
-        if f.any is not None:
-            must.append(qm.FieldCondition(key=f.key, match=qm.MatchAny(any=list(f.any))))
-        elif f.is_range:
-            must.append(
-                qm.FieldCondition(key=f.key, range=qm.Range(gte=f.gte, gt=f.gt, lte=f.lte, lt=f.lt))
-            )
-        else:
-            must.append(qm.FieldCondition(key=f.key, match=qm.MatchValue(value=f.value)))
-    return qm.Filter(must=must)
+    return qm.Filter(
+        must=[_client_condition(f) for f in must] or None,
+        must_not=[_client_condition(f) for f in must_not] or None,
+    )
+
+
+def _client_condition(f: FieldFilter) -> qm.FieldCondition:
+    if f.any is not None:
+        return qm.FieldCondition(key=f.key, match=qm.MatchAny(any=list(f.any)))
+    if f.is_range:
+        return qm.FieldCondition(key=f.key, range=qm.Range(gte=f.gte, gt=f.gt, lte=f.lte, lt=f.lt))
+    return qm.FieldCondition(key=f.key, match=qm.MatchValue(value=f.value))

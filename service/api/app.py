@@ -1,5 +1,9 @@
 """The FastAPI application: thin routes over one :class:`~service.pipeline.RagPipeline`.
 
+Domain errors are mapped to HTTP statuses here, once: bad names and requests 422, oversize
+requests 413, unknown collections 404, missing or unknown keys 401, missing scopes 403, spent
+rate limits 429 and a full write queue 503 (both with ``Retry-After``).
+
 Example::
 
     app = create_app(RagPipeline.from_settings(Settings()))
@@ -12,14 +16,23 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.index import CollectionNotFound, IncompatibleCollection, IndexProblem
+from ingest.names import InvalidName
+from ingest.settings import Settings
 
+from .. import metrics
+from ..auth import Authenticator, Forbidden, KeyStore, RateLimited, Unauthenticated, is_loopback
+from ..errors import InvalidRequest, PayloadTooLarge
 from ..pipeline import NotConfigured, RagPipeline
+from ..write_queue import QueueFull, WriteQueue
+from .deps import authorized
+from .observability import install_observability
 from .routes import chat, collections, documents, search
 
 
@@ -40,20 +53,30 @@ class BodySizeLimit:
             await self._reject(send)
             return
         received = 0
+        rejected = False
 
+        # A chunked body is only measured while it is read, inside the app: answer 413 then,
+        # tell the app the client left, and drop whatever it tries to send afterwards.
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, rejected
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not rejected:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    rejected = True
+                    await self._reject(send)
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message: Message) -> None:
+            if not rejected:
+                await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(send)
+            await self.app(scope, limited, guarded_send)
+        except Exception:
+            if not rejected:
+                raise
 
     async def _reject(self, send: Send) -> None:
         response = JSONResponse(
@@ -62,19 +85,30 @@ class BodySizeLimit:
         await response({"type": "http"}, _no_receive, send)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _error(status: int) -> Callable[[Request, Exception], Any]:
+def _error(status: int, **headers: str) -> Callable[[Request, Exception], Any]:
     async def handler(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        extra = dict(headers)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            extra["Retry-After"] = str(retry_after)
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=extra or None)
 
     return handler
+
+
+async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
+    metrics.observe_ingest_rejected()
+    return await _error(503)(request, exc)
+
+
+async def _model_error(_request: Request, exc: ValidationError) -> JSONResponse:
+    """A request model built inside a route (chat → search) failed: the client's fault."""
+    reasons = "; ".join(str(e.get("msg")) for e in exc.errors())
+    return JSONResponse({"detail": reasons}, status_code=422)
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -87,12 +121,35 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     return JSONResponse({"detail": "; ".join(reasons), "errors": errors}, status_code=422)
 
 
-def create_app(pipeline: RagPipeline, *, on_ready: Callable[[], None] | None = None) -> FastAPI:
+def auth_enabled(settings: Settings) -> bool:
+    """``auth = "auto"`` means on exactly when the API binds beyond loopback."""
+    if settings.auth == "auto":
+        return not is_loopback(settings.host)
+    return settings.auth == "on"
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    enabled = auth_enabled(settings)
+    store = KeyStore(settings.keys_path) if enabled else None
+    return Authenticator(store, enabled=enabled, default_rate=settings.rate_limit)
+
+
+def create_app(
+    pipeline: RagPipeline,
+    *,
+    authenticator: Authenticator | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The app over ``pipeline``; auth follows the settings unless ``authenticator`` is given."""
+    settings = pipeline.settings
+    write_queue = WriteQueue(settings.ingest_queue_size)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if on_ready:
             on_ready()
         yield
+        write_queue.close()
         pipeline.close()
 
     app = FastAPI(
@@ -102,14 +159,27 @@ def create_app(pipeline: RagPipeline, *, on_ready: Callable[[], None] | None = N
         lifespan=lifespan,
     )
     app.state.pipeline = pipeline
+    app.state.write_queue = write_queue
+    app.state.authenticator = authenticator or build_authenticator(settings)
     app.include_router(search.router)
     app.include_router(documents.router)
     app.include_router(collections.router)
     app.include_router(chat.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _model_error)
+    app.add_exception_handler(InvalidName, _error(422))
+    app.add_exception_handler(InvalidRequest, _error(422))
+    app.add_exception_handler(PayloadTooLarge, _error(413))
     app.add_exception_handler(CollectionNotFound, _error(404))
     app.add_exception_handler(IncompatibleCollection, _error(409))
     app.add_exception_handler(IndexProblem, _error(400))
     app.add_exception_handler(NotConfigured, _error(422))
-    app.add_middleware(BodySizeLimit, max_bytes=pipeline.settings.max_body_bytes)
+    app.add_exception_handler(Unauthenticated, _error(401, **{"WWW-Authenticate": "Bearer"}))
+    app.add_exception_handler(Forbidden, _error(403))
+    app.add_exception_handler(RateLimited, _error(429))
+    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Last: the request-id middleware must wrap everything, the body limit included.
+    metrics.set_ingest_queue_depth(lambda: write_queue.depth)
+    install_observability(app, metrics_dependencies=[Depends(authorized("admin"))])
     return app

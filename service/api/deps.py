@@ -1,59 +1,49 @@
-"""Dependencies the routes share: the pipeline and the settings, taken from the app's state."""
+"""Dependencies the routes share: the pipeline, and who is calling (auth, scope, rate limit)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Header, Request
 
-from ingest.settings import Settings
-
+from ..auth import Authenticator, Principal
 from ..pipeline import RagPipeline
-from ..retrieval import SearchParams
-from .schemas import SearchRequest, to_field_filters
+from ..write_queue import WriteQueue
 
 
 def get_pipeline(request: Request) -> RagPipeline:
     return request.app.state.pipeline
 
 
+def get_write_queue(request: Request) -> WriteQueue:
+    return request.app.state.write_queue
+
+
 PipelineDep = Annotated[RagPipeline, Depends(get_pipeline)]
+WriteQueueDep = Annotated[WriteQueue, Depends(get_write_queue)]
 
 
-def search_params(body: SearchRequest, settings: Settings) -> SearchParams:
-    """Request → :class:`SearchParams`, filling defaults and enforcing the configured limits."""
-    top_k = body.top_k or settings.top_k
-    if top_k > settings.max_top_k:
-        raise HTTPException(422, f"top_k must be between 1 and {settings.max_top_k}, got {top_k}")
-    if len(body.query) > settings.max_query_chars:
-        raise HTTPException(
-            422, f"query is {len(body.query)} characters; the limit is {settings.max_query_chars}"
-        )
-    try:
-        filters = to_field_filters(body.filters)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
-    configured = settings.reranker != "none"
-    if body.rerank and not configured:
-        raise HTTPException(422, "rerank requested but no reranker is configured")
-    return SearchParams(
-        query=body.query,
-        collection=body.collection or settings.collection,
-        top_k=top_k,
-        mode=body.mode or settings.search_mode,
-        fusion=body.fusion or settings.fusion,
-        filters=filters,
-        rrf_k=body.rrf_k,
-        dense_weight=body.dense_weight,
-        sparse_weight=body.sparse_weight,
-        rerank=configured if body.rerank is None else body.rerank,
-        multi_query=settings.multi_query if body.multi_query is None else body.multi_query,
-        hyde=settings.hyde if body.hyde is None else body.hyde,
-    )
+def authorized(*scopes: str) -> Callable[..., Principal]:
+    """A dependency: the caller's :class:`Principal`, refused unless it holds one of
+    ``scopes`` (``admin`` holds them all)."""
+
+    def dependency(
+        request: Request,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> Principal:
+        auth: Authenticator = request.app.state.authenticator
+        principal = auth.authenticate(authorization, x_api_key)
+        request.state.tenant = principal.tenant
+        request.state.key_prefix = principal.key_prefix
+        auth.authorize(principal, scopes, f"{request.method} {request.url.path}")
+        return principal
+
+    return dependency
 
 
-def wants_route(body: SearchRequest, settings: Settings) -> bool:
-    """Route when asked to, or by default when routes exist and the request names no collection."""
-    if body.route is not None:
-        return body.route
-    return bool(settings.routes) and body.collection is None
+Reader = Annotated[Principal, Depends(authorized("read"))]
+Ingester = Annotated[Principal, Depends(authorized("ingest"))]
+Admin = Annotated[Principal, Depends(authorized("admin"))]
+SourceReader = Annotated[Principal, Depends(authorized("read", "ingest"))]

@@ -2,18 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from ingest.documents import INT64
 from ingest.index import FieldFilter
 from ingest.index.base import FILTERABLE_FIELDS
+from ingest.names import CollectionName
 
-Scalar = str | int | float | bool
+# Every request model refuses NaN/Infinity and unknown fields (chat keeps OpenAI's extras).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+# Values Qdrant can compare: 64-bit integers, finite floats, bounded strings.
+Int64 = Annotated[int, Field(ge=INT64[0], le=INT64[1])]
+Text = Annotated[str, StringConstraints(max_length=1024)]
+Scalar = Annotated[str, StringConstraints(max_length=1024)] | Int64 | float | bool
+_FILTER_KEY = re.compile(r"(doc_id|source|title|chunk_index|metadata(\.[A-Za-z0-9_-]+)+)")
+
+
+def _filter_key(key: str) -> str:
+    if not _FILTER_KEY.fullmatch(key):
+        raise ValueError(
+            f"cannot filter on {key[:80]!r}: use one of {', '.join(FILTERABLE_FIELDS)} "
+            "or 'metadata.<field>' (letters, digits, '_' and '-' between dots)"
+        )
+    return key
+
+
+FilterKey = Annotated[str, AfterValidator(_filter_key)]
 
 
 class RangeFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     gte: float | None = None
     gt: float | None = None
     lte: float | None = None
@@ -21,8 +50,9 @@ class RangeFilter(BaseModel):
 
 
 class AnyOfFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    any: list[str | int] = Field(min_length=1)
+    model_config = STRICT
+    # One type per list: Qdrant matches keywords or integers, never a mix.
+    any: list[Text] | list[Int64] = Field(min_length=1, max_length=1024)
 
 
 FilterValue = Scalar | AnyOfFilter | RangeFilter
@@ -31,11 +61,7 @@ FilterValue = Scalar | AnyOfFilter | RangeFilter
 def to_field_filters(filters: dict[str, FilterValue]) -> tuple[FieldFilter, ...]:
     result: list[FieldFilter] = []
     for key, cond in filters.items():
-        if key not in FILTERABLE_FIELDS and not key.startswith("metadata."):
-            raise ValueError(
-                f"cannot filter on {key!r}: use one of {', '.join(FILTERABLE_FIELDS)} "
-                "or 'metadata.<field>'"
-            )
+        _filter_key(key)
         if isinstance(cond, AnyOfFilter):
             result.append(FieldFilter(key, any=tuple(cond.any)))
         elif isinstance(cond, RangeFilter):
@@ -44,6 +70,8 @@ def to_field_filters(filters: dict[str, FilterValue]) -> tuple[FieldFilter, ...]
             result.append(FieldFilter(key, gte=cond.gte, gt=cond.gt, lte=cond.lte, lt=cond.lt))
         elif isinstance(cond, float) and not cond.is_integer():
             raise ValueError(f"equality on {key!r} needs a string, integer or boolean; use a range")
+        elif isinstance(cond, float) and not INT64[0] <= cond <= INT64[1]:
+            raise ValueError(f"equality on {key!r}: the number is outside the 64-bit range")
         else:
             result.append(FieldFilter(key, value=int(cond) if isinstance(cond, float) else cond))
     return tuple(result)
@@ -54,13 +82,15 @@ class SearchOptions(BaseModel):
     field to a value (equality), ``{"any": [...]}`` or a range ``{"gte": 2019, "lt": 2024}``;
     fields are ``doc_id``, ``source``, ``title``, ``chunk_index`` or ``metadata.<name>``."""
 
-    collection: str | None = Field(None, description="Defaults to the configured collection.")
-    top_k: int | None = Field(None, ge=1, description="Defaults to settings.top_k.")
+    collection: CollectionName | None = Field(
+        None, description="Defaults to the configured collection."
+    )
+    top_k: int | None = Field(None, ge=1, le=10_000, description="Defaults to settings.top_k.")
     mode: Literal["hybrid", "dense", "sparse"] | None = None
     fusion: Literal["rrf", "dbsf"] | None = None
-    rrf_k: int | None = Field(None, ge=1)
-    dense_weight: float | None = Field(None, gt=0)
-    sparse_weight: float | None = Field(None, gt=0)
+    rrf_k: int | None = Field(None, ge=1, le=1_000_000)
+    dense_weight: float | None = Field(None, gt=0, le=1000)
+    sparse_weight: float | None = Field(None, gt=0, le=1000)
     rerank: bool | None = Field(
         None, description="Rerank candidates; defaults to on when configured."
     )
@@ -73,7 +103,7 @@ class SearchOptions(BaseModel):
         description="Route to a configured source; defaults to on when routes are configured "
         "and no collection is named.",
     )
-    filters: dict[str, FilterValue] = Field(default_factory=dict)
+    filters: dict[FilterKey, FilterValue] = Field(default_factory=dict, max_length=32)
 
 
 class SearchRequest(SearchOptions):
@@ -81,12 +111,13 @@ class SearchRequest(SearchOptions):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [{"query": "How does grounded store BM25?", "top_k": 5, "mode": "hybrid"}]
         },
     )
 
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, description="At most settings.max_query_chars characters.")
 
     @field_validator("query")
     @classmethod
@@ -97,7 +128,7 @@ class SearchRequest(SearchOptions):
 
 
 class ChatTurn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     role: Literal["user", "assistant"]
     content: str
 
@@ -108,7 +139,7 @@ class QueryRequest(SearchRequest):
         None, description="Default: the LLM when one is configured."
     )
     history: list[ChatTurn] = Field(
-        default_factory=list, description="Earlier turns, oldest first, for the LLM."
+        default_factory=list, max_length=100, description="Earlier turns, oldest first."
     )
 
 
@@ -178,25 +209,31 @@ class QueryResponse(SearchResponse):
     usage: dict[str, int] = Field(default_factory=dict)
 
 
+DocId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1)
-    text: str = Field(min_length=1)
-    title: str = ""
-    source: str = ""
+    """One document. ``text`` may be empty or blank: such a document is reported as skipped.
+    Limits (documents per request, bytes per text, metadata depth and size) are settings."""
+
+    model_config = STRICT
+    id: DocId
+    text: str
+    title: Text = ""
+    source: Annotated[str, StringConstraints(max_length=4096)] = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class IngestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    collection: str | None = None
+    model_config = STRICT
+    collection: CollectionName | None = None
     documents: list[DocumentIn] = Field(min_length=1)
 
 
 class DeleteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    collection: str | None = None
-    doc_ids: list[str] = Field(min_length=1)
+    model_config = STRICT
+    collection: CollectionName | None = None
+    doc_ids: list[DocId] = Field(min_length=1, max_length=10_000)
 
 
 class CollectionOut(BaseModel):

@@ -25,14 +25,19 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.names import is_plain_name
+
+from ...errors import InvalidRequest
 from ...pipeline import QueryResult, RagPipeline, StreamReset
-from ..deps import PipelineDep, search_params, wants_route
+from ...requests import search_params, wants_route
+from ...responses import route_out
+from ..deps import PipelineDep, Reader
 from ..schemas import SearchOptions, SearchRequest
-from .search import log, route_out
+from .search import log, stream_failure
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -46,7 +51,7 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
 
@@ -65,9 +70,9 @@ class ChatRequest(SearchOptions):
     """OpenAI's request body plus grounded's :class:`SearchOptions` (sent by the OpenAI SDK
     through ``extra_body``); sampling fields it does not use are accepted and ignored."""
 
-    model_config = ConfigDict(extra="allow")
-    model: str = MODEL
-    messages: list[ChatMessage] = Field(min_length=1)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model: str = Field(MODEL, max_length=128)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=200)
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -76,8 +81,9 @@ def _collection_of(model: str, pipeline: RagPipeline) -> str | None:
     if model == MODEL:
         return None
     prefix = f"{MODEL}:"
-    if model.startswith(prefix) and model[len(prefix) :] in pipeline.index.list_collections():
-        return model[len(prefix) :]
+    name = model[len(prefix) :] if model.startswith(prefix) else ""
+    if is_plain_name(name) and name in pipeline.index.list_collections():
+        return name
     raise HTTPException(
         404, f"model {model!r} does not exist; GET /v1/models lists what grounded serves"
     )
@@ -87,7 +93,7 @@ def _split(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]], str 
     """(question, earlier turns, the app's system instructions)."""
     last = messages[-1]
     if last.role != "user" or not last.text().strip():
-        raise HTTPException(422, "the last message must be a non-empty user message")
+        raise InvalidRequest("the last message must be a non-empty user message")
     history = [
         {"role": m.role, "content": m.text()}
         for m in messages[:-1]
@@ -123,12 +129,14 @@ def _usage(result: QueryResult) -> dict[str, int]:
 
 
 @router.post("/chat/completions")
-def chat_completions(body: ChatRequest, pipeline: PipelineDep) -> Any:
+def chat_completions(
+    body: ChatRequest, pipeline: PipelineDep, caller: Reader, request: Request
+) -> Any:
     collection = body.collection or _collection_of(body.model, pipeline)
     question, history, system = _split(body.messages)
     options = body.model_dump(include=set(SearchOptions.model_fields), exclude={"collection"})
     search = SearchRequest(query=question, collection=collection, **options)
-    params = search_params(search, pipeline.settings)
+    params = search_params(search, pipeline.settings, caller.tenant)
     options: dict[str, Any] = {
         "history": history,
         "route": wants_route(search, pipeline.settings),
@@ -158,7 +166,7 @@ def chat_completions(body: ChatRequest, pipeline: PipelineDep) -> Any:
     _, items = pipeline.query_stream(params, **options)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _chunks(items, completion_id, created, body.model, include_usage),
+        _chunks(items, completion_id, created, body.model, include_usage, stream_failure(request)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -170,6 +178,7 @@ def _chunks(
     created: int,
     model: str,
     include_usage: bool,
+    failure: str,
 ) -> Iterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         body = {
@@ -206,15 +215,15 @@ def _chunks(
                 yield chunk({"content": "\n\n"})  # a chat client cannot unsay text; separate it
             else:
                 yield chunk({"content": item})
-    except Exception as exc:
-        log.exception("chat stream failed")
-        error = {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}}
+    except Exception:
+        log.exception("chat stream failed: %s", failure)
+        error = {"error": {"message": failure, "type": "server_error"}}
         yield f"data: {json.dumps(error)}\n\n"
     yield "data: [DONE]\n\n"
 
 
 @router.get("/models")
-def models(pipeline: PipelineDep) -> dict[str, Any]:
+def models(pipeline: PipelineDep, _caller: Reader) -> dict[str, Any]:
     """``grounded`` (the default collection or the router) and ``grounded:<collection>``."""
     names = [MODEL] + [f"{MODEL}:{c}" for c in sorted(pipeline.index.list_collections())]
     return {

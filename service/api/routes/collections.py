@@ -1,26 +1,34 @@
-"""``GET /v1/collections`` and ``GET /healthz``."""
+"""``GET /v1/collections``, ``DELETE /v1/collections/{name}``, ``/healthz`` and ``/readyz``."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from ingest.index import require_manifest
 
-from ..deps import PipelineDep
+from ..deps import Admin, PipelineDep, Reader, WriteQueueDep
 from ..schemas import CollectionOut
+from .documents import CollectionPath
 
 router = APIRouter(tags=["collections"])
 
+READY_TIMEOUT_S = 2.0
+
 
 @router.get("/v1/collections", response_model=list[CollectionOut])
-def collections(pipeline: PipelineDep) -> list[dict[str, object]]:
+def collections(pipeline: PipelineDep, caller: Reader) -> list[dict[str, object]]:
+    """Collections with the caller's point count in each (a tenant never sees another's)."""
     out = []
     for name in pipeline.index.list_collections():
         manifest = require_manifest(pipeline.index, name)
         out.append(
             {
                 "name": name,
-                "points": pipeline.index.count(name),
+                "points": pipeline.index.count(name, caller.tenant),
                 "model": manifest.model,
                 "dimension": manifest.dimension,
                 "chunker": manifest.chunker,
@@ -30,11 +38,36 @@ def collections(pipeline: PipelineDep) -> list[dict[str, object]]:
     return out
 
 
+@router.delete("/v1/collections/{collection}")
+async def drop_collection(
+    collection: CollectionPath, pipeline: PipelineDep, queue: WriteQueueDep, _caller: Admin
+) -> dict[str, str]:
+    """Remove a collection with every tenant's documents (``admin`` scope)."""
+    await asyncio.wrap_future(queue.submit(lambda: pipeline.drop_collection(collection)))
+    return {"dropped": collection}
+
+
 @router.get("/healthz")
-def healthz(pipeline: PipelineDep) -> dict[str, object]:
+async def healthz(pipeline: PipelineDep) -> dict[str, object]:
+    """Liveness: the process answers. Runs on the event loop, so no load can queue it."""
     return {
         "status": "ok",
         "index": "qdrant-server" if pipeline.settings.uses_server else "qdrant-edge",
         "model": pipeline.embedder.name,
-        "collections": pipeline.index.list_collections(),
     }
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready: the index cannot be read."}})
+async def readyz(pipeline: PipelineDep) -> Any:
+    """Readiness: the model is loaded and the index answers within 2 s."""
+    checks: dict[str, str] = {"model": "ok" if pipeline.embedder.dimension > 0 else "not loaded"}
+    try:
+        await asyncio.wait_for(asyncio.to_thread(pipeline.index.list_collections), READY_TIMEOUT_S)
+        checks["index"] = "ok"
+    except TimeoutError:
+        checks["index"] = f"no answer within {READY_TIMEOUT_S:g} s"
+    except Exception as exc:  # any failure means "not ready"; the reason goes to the operator
+        checks["index"] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return body if ready else JSONResponse(body, status_code=503)

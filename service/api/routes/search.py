@@ -14,80 +14,29 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from ... import metrics
 from ...pipeline import Prepared, QueryResult, StreamReset
-from ...retrieval import RetrievalResult, RetrievedChunk, SearchParams
-from ...routing import RouteDecision
-from ..deps import PipelineDep, search_params, wants_route
-from ..schemas import ChunkOut, QueryRequest, QueryResponse, SearchRequest, SearchResponse
+from ...requests import search_params, wants_route
+from ...responses import query_response, search_response
+from ..deps import PipelineDep, Reader
+from ..observability import request_id
+from ..schemas import QueryRequest, QueryResponse, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1", tags=["search"])
 log = logging.getLogger("grounded.api")
 
 
-def route_out(decision: RouteDecision | None) -> dict[str, Any] | None:
-    if decision is None:
-        return None
-    return {
-        "name": decision.route.name if decision.route else None,
-        "score": decision.score,
-        "router": decision.router,
-        "scores": decision.scores,
-    }
-
-
-def chunks_out(chunks: list[RetrievedChunk]) -> list[dict[str, Any]]:
-    return [ChunkOut(**asdict(c)).model_dump() for c in chunks]
-
-
-def search_response(
-    params: SearchParams,
-    result: RetrievalResult,
-    decision: RouteDecision | None = None,
-    warnings: list[str] | None = None,
-) -> dict[str, Any]:
-    return {
-        "collection": params.collection,
-        "mode": params.mode,
-        "fusion": params.fusion if params.mode == "hybrid" else None,
-        "results": chunks_out(result.chunks),
-        "timings": result.timings,
-        "route": route_out(decision),
-        "transforms": result.transforms,
-        "warnings": warnings if warnings is not None else result.warnings,
-    }
-
-
-def query_response(result: QueryResult) -> dict[str, Any]:
-    answer = result.answer
-    response = search_response(result.params, result.retrieval, result.route, result.warnings)
-    response.update(
-        timings=result.timings,
-        answer=answer.text,
-        generator=answer.generator,
-        model=answer.model,
-        abstained=answer.abstained,
-        degraded=answer.degraded,
-        degraded_reason=answer.degraded_reason,
-        citations=[asdict(c) for c in answer.citations],
-        citations_attributed=answer.citations_attributed,
-        dropped_citations=answer.dropped_citations,
-        context=chunks_out(answer.context),
-        usage=answer.usage,
-    )
-    return response
-
-
 @router.post("/search", response_model=SearchResponse)
-def search(body: SearchRequest, pipeline: PipelineDep) -> dict[str, Any]:
+def search(body: SearchRequest, pipeline: PipelineDep, caller: Reader) -> dict[str, Any]:
     """Hybrid (or dense / sparse) search; returns ranked chunks and per-stage timings in ms."""
-    params = search_params(body, pipeline.settings)
+    params = search_params(body, pipeline.settings, caller.tenant)
     prep: Prepared = pipeline.prepare(params, route=wants_route(body, pipeline.settings))
+    metrics.observe_timings(prep.retrieval.timings)
     return search_response(prep.params, prep.retrieval, prep.route, prep.warnings)
 
 
@@ -95,8 +44,14 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def stream_failure(request: Request) -> str:
+    """The in-band error text of a stream that failed after its status line: generic, with the
+    request id that the log line of the failure carries."""
+    return f"internal server error (request id {request_id(request)})"
+
+
 def _events(
-    retrieval: dict[str, Any], items: Iterator[str | StreamReset | QueryResult]
+    retrieval: dict[str, Any], items: Iterator[str | StreamReset | QueryResult], failure: str
 ) -> Iterator[str]:
     yield sse("retrieval", SearchResponse(**retrieval).model_dump())
     try:
@@ -107,9 +62,9 @@ def _events(
                 yield sse("reset", {"reason": item.reason})
             else:
                 yield sse("delta", {"text": item})
-    except Exception as exc:  # the status line is sent already; report in-band
-        log.exception("stream failed")
-        yield sse("error", {"detail": f"{type(exc).__name__}: {exc}"})
+    except Exception:  # the status line is sent already; report in-band
+        log.exception("stream failed: %s", failure)
+        yield sse("error", {"detail": failure})
 
 
 @router.post(
@@ -117,9 +72,9 @@ def _events(
     response_model=QueryResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-def query(body: QueryRequest, pipeline: PipelineDep) -> Any:
+def query(body: QueryRequest, pipeline: PipelineDep, caller: Reader, request: Request) -> Any:
     """Search, then answer from the results with ``[n]`` citations to them (``stream`` for SSE)."""
-    params = search_params(body, pipeline.settings)
+    params = search_params(body, pipeline.settings, caller.tenant)
     options: dict[str, Any] = {
         "history": [turn.model_dump() for turn in body.history],
         "route": wants_route(body, pipeline.settings),
@@ -130,7 +85,9 @@ def query(body: QueryRequest, pipeline: PipelineDep) -> Any:
     prep, items = pipeline.query_stream(params, **options)
     retrieval = search_response(prep.params, prep.retrieval, prep.route, prep.warnings)
     return StreamingResponse(
-        _events(retrieval, items), media_type="text/event-stream", headers=_NO_BUFFERING
+        _events(retrieval, items, stream_failure(request)),
+        media_type="text/event-stream",
+        headers=_NO_BUFFERING,
     )
 
 

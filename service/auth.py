@@ -1,0 +1,309 @@
+"""API keys, scopes, tenants and per-key rate limits.
+
+A key looks like ``gk_<prefix>_<secret>``. It is shown once, when created; the store keeps only
+the prefix (to find the row) and a SHA-256 of the whole key (to check it), the way R2R and Onyx
+store theirs: a key is 256 random bits, so a fast hash is safe where a password would need a slow
+one. Each key belongs to one tenant and has scopes:
+
+- ``read``: search, answers, chat completions, collections and document sources;
+- ``ingest``: ingest and delete documents (and read document sources, for ``--prune``);
+- ``admin``: everything, plus dropping collections and ``/metrics``.
+
+The store is a SQLite file (``<data_dir>/keys.sqlite`` unless ``GROUNDED_KEYS_DB``), so
+``grounded keys create`` works while ``grounded serve`` runs, and a revoked key stops working on
+its next request. Rate limits use the ``limits`` library (moving window, in memory per process).
+
+Example::
+
+    store = KeyStore(Path("data/keys.sqlite"))
+    token, record = store.create("acme", {"read"}, name="web app")
+    principal = Authenticator(store, enabled=True).authenticate(f"Bearer {token}")
+    principal.tenant  # "acme"
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from ingest.names import DEFAULT_TENANT, check_tenant
+
+SCOPES = ("read", "ingest", "admin")
+_PREFIX = "gk"
+
+
+class AuthError(Exception):
+    """Base of the errors that mean 'this request may not proceed'."""
+
+
+class Unauthenticated(AuthError):
+    """No key, or a key that is unknown or revoked (401)."""
+
+
+class Forbidden(AuthError):
+    """A valid key without the scope the operation needs (403)."""
+
+
+class RateLimited(AuthError):
+    """The key spent its request budget (429); ``retry_after`` is in whole seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    prefix: str
+    tenant: str
+    scopes: frozenset[str]
+    name: str
+    created_at: str
+    revoked_at: str | None = None
+    rate_limit: str | None = None  # None = the service's default
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant whose data they may touch, and what they may do."""
+
+    tenant: str
+    scopes: frozenset[str]
+    key_prefix: str | None = None  # None when auth is off
+    rate_limit: str | None = None
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+ANONYMOUS = Principal(DEFAULT_TENANT, frozenset(SCOPES))
+"""The caller when auth is off (loopback quickstart): the default tenant, every scope."""
+
+
+def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    chosen = frozenset(scopes)
+    unknown = chosen - set(SCOPES)
+    if unknown or not chosen:
+        raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {sorted(chosen)}")
+    return chosen
+
+
+def check_rate(rate: str) -> str:
+    """A ``limits`` rate string such as ``600/minute`` or ``10/second``."""
+    try:
+        parse(rate)
+    except ValueError:
+        message = f"invalid rate limit {rate!r}: use e.g. '600/minute' or '10/second'"
+        raise ValueError(message) from None
+    return rate
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class KeyStore:
+    """API keys in a SQLite file; safe to use from several threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._db() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS api_keys ("
+                " prefix TEXT PRIMARY KEY, digest TEXT NOT NULL, tenant TEXT NOT NULL,"
+                " scopes TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',"
+                " created_at TEXT NOT NULL, revoked_at TEXT, rate_limit TEXT)"
+            )
+
+    def _db(self) -> sqlite3.Connection:
+        # One connection per thread: sqlite3 connections must not cross threads.
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._local.db = db
+        return db
+
+    def create(
+        self,
+        tenant: str,
+        scopes: Iterable[str],
+        *,
+        name: str = "",
+        rate_limit: str | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """A new key for ``tenant``; returns the token (shown once) and its record."""
+        record = KeyRecord(
+            prefix=secrets.token_hex(4),
+            tenant=check_tenant(tenant),
+            scopes=check_scopes(scopes),
+            name=name,
+            created_at=_now(),
+            rate_limit=check_rate(rate_limit) if rate_limit else None,
+        )
+        token = f"{_PREFIX}_{record.prefix}_{secrets.token_urlsafe(32)}"
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO api_keys (prefix, digest, tenant, scopes, name, created_at,"
+                " rate_limit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.prefix,
+                    _digest(token),
+                    record.tenant,
+                    ",".join(sorted(record.scopes)),
+                    name,
+                    record.created_at,
+                    record.rate_limit,
+                ),
+            )
+        return token, record
+
+    def list(self) -> list[KeyRecord]:
+        rows = self._db().execute(
+            "SELECT prefix, tenant, scopes, name, created_at, revoked_at, rate_limit"
+            " FROM api_keys ORDER BY created_at, prefix"
+        )
+        return [_record(row) for row in rows]
+
+    def revoke(self, prefix: str) -> bool:
+        """Revoke the key with ``prefix``; False when there is no such active key."""
+        with self._db() as db:
+            cursor = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
+                (_now(), prefix),
+            )
+        return cursor.rowcount == 1
+
+    def has_active_keys(self) -> bool:
+        row = self._db().execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1")
+        return row.fetchone() is not None
+
+    def lookup(self, token: str) -> KeyRecord | None:
+        """The active key whose token this is, or None."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != _PREFIX:
+            return None
+        row = (
+            self._db()
+            .execute(
+                "SELECT prefix, tenant, scopes, name, created_at, revoked_at, rate_limit, digest"
+                " FROM api_keys WHERE prefix = ?",
+                (parts[1],),
+            )
+            .fetchone()
+        )
+        if row is None or not hmac.compare_digest(row[7], _digest(token)):
+            return None
+        record = _record(row[:7])
+        return record if record.active else None
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+def _record(row: tuple[object, ...]) -> KeyRecord:
+    prefix, tenant, scopes, name, created, revoked, rate = row
+    return KeyRecord(
+        prefix=str(prefix),
+        tenant=str(tenant),
+        scopes=frozenset(str(scopes).split(",")),
+        name=str(name),
+        created_at=str(created),
+        revoked_at=str(revoked) if revoked else None,
+        rate_limit=str(rate) if rate else None,
+    )
+
+
+class Authenticator:
+    """Turns an ``Authorization`` header into a :class:`Principal`, or refuses.
+
+    Args:
+        store: the key store; unused when ``enabled`` is False.
+        enabled: False serves everyone as :data:`ANONYMOUS` (loopback quickstart).
+        default_rate: per-key limit for keys without their own (``limits`` syntax).
+    """
+
+    def __init__(
+        self, store: KeyStore | None, *, enabled: bool, default_rate: str = "600/minute"
+    ) -> None:
+        if enabled and store is None:
+            raise ValueError("auth is on but no key store was given")
+        self.store = store
+        self.enabled = enabled
+        self.default_rate = check_rate(default_rate)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._rates: dict[str, RateLimitItem] = {}
+
+    def authenticate(self, authorization: str | None, api_key: str | None = None) -> Principal:
+        """``Authorization: Bearer <key>`` (or an ``X-API-Key`` header) → who is calling."""
+        if not self.enabled:
+            return ANONYMOUS
+        token = api_key
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise Unauthenticated("use 'Authorization: Bearer <API key>'")
+            token = value.strip()
+        if not token:
+            raise Unauthenticated("an API key is required: 'Authorization: Bearer <API key>'")
+        assert self.store is not None
+        record = self.store.lookup(token)
+        if record is None:
+            raise Unauthenticated("the API key is unknown or revoked")
+        return Principal(record.tenant, record.scopes, record.prefix, record.rate_limit)
+
+    def authorize(self, principal: Principal, scopes: tuple[str, ...], operation: str) -> None:
+        """Refuse (403) a principal with none of ``scopes``, then spend one unit of its rate
+        limit."""
+        if not any(principal.allows(scope) for scope in scopes):
+            have = ", ".join(sorted(principal.scopes))
+            need = " or ".join(repr(s) for s in scopes)
+            raise Forbidden(f"{operation} needs the {need} scope; this key has: {have}")
+        if principal.key_prefix is not None:
+            self._spend(principal)
+
+    def _spend(self, principal: Principal) -> None:
+        rate = principal.rate_limit or self.default_rate
+        item = self._rates.get(rate)
+        if item is None:
+            item = self._rates[rate] = parse(rate)
+        key = principal.key_prefix or ""
+        if not self._limiter.hit(item, key):
+            reset, _remaining = self._limiter.get_window_stats(item, key)
+            wait = max(1, int(reset - dt.datetime.now(dt.UTC).timestamp() + 0.999))
+            raise RateLimited(f"rate limit of {rate} for this key exceeded", wait)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

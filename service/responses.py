@@ -1,0 +1,69 @@
+"""Pipeline results → the JSON bodies of the REST API, shared with the CLI's ``--json``.
+
+Example::
+
+    body = query_response(pipeline.query(params))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from .api.schemas import ChunkOut
+from .pipeline import QueryResult
+from .retrieval import RetrievalResult, RetrievedChunk, SearchParams
+from .routing import RouteDecision
+
+
+def route_out(decision: RouteDecision | None) -> dict[str, Any] | None:
+    if decision is None:
+        return None
+    return {
+        "name": decision.route.name if decision.route else None,
+        "score": decision.score,
+        "router": decision.router,
+        "scores": decision.scores,
+    }
+
+
+def chunks_out(chunks: list[RetrievedChunk]) -> list[dict[str, Any]]:
+    return [ChunkOut(**asdict(c)).model_dump() for c in chunks]
+
+
+def search_response(
+    params: SearchParams,
+    result: RetrievalResult,
+    decision: RouteDecision | None = None,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "collection": params.collection,
+        "mode": params.mode,
+        "fusion": params.fusion if params.mode == "hybrid" else None,
+        "results": chunks_out(result.chunks),
+        "timings": result.timings,
+        "route": route_out(decision),
+        "transforms": result.transforms,
+        "warnings": warnings if warnings is not None else result.warnings,
+    }
+
+
+def query_response(result: QueryResult) -> dict[str, Any]:
+    answer = result.answer
+    response = search_response(result.params, result.retrieval, result.route, result.warnings)
+    response.update(
+        timings=result.timings,
+        answer=answer.text,
+        generator=answer.generator,
+        model=answer.model,
+        abstained=answer.abstained,
+        degraded=answer.degraded,
+        degraded_reason=answer.degraded_reason,
+        citations=[asdict(c) for c in answer.citations],
+        citations_attributed=answer.citations_attributed,
+        dropped_citations=answer.dropped_citations,
+        context=chunks_out(answer.context),
+        usage=answer.usage,
+    )
+    return response
