@@ -3,12 +3,17 @@
 Citations come as ``[1]``, ``[1][2]``, ``[1, 3]`` or ``[1-2]``. A number that names no context
 block is removed from the text and reported, never resolved to a wrong chunk.
 
+The same pattern decides what counts as a marker in *document* text: :func:`neutralise_markers`
+rewrites ``[3]`` as ``(3)`` in retrieved text before it reaches a prompt or an extractive answer,
+so a document cannot plant citations that would be read as grounded's own.
+
 Example::
 
     parsed = parse_answer("BM25 ranks documents [1][7].", n_blocks=3)
     parsed.cited      # [1]
     parsed.dropped    # [7]
     parsed.text       # "BM25 ranks documents [1]."
+    neutralise_markers("as shown in [1, 2]")   # "as shown in (1, 2)"
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .prompts import NOT_FOUND
+# The reply the prompt asks for when the passages lack the answer. It lives here, not in
+# prompts.py, because prompts.py needs neutralise_markers: this module imports nothing of ours,
+# so there is no import cycle. prompts.py re-exports it (``from service.prompts import NOT_FOUND``).
+NOT_FOUND = "I could not find the answer in the documents."
 
 _CITATION = re.compile(r"\[(\s*\d+(?:\s*(?:,|-|–)\s*\d+)*\s*)\]")
 # Ways models say "the context does not have it" when they do not use the exact phrase.
@@ -35,6 +43,15 @@ class ParsedAnswer:
     cited: list[int]  # valid block numbers in order of first use
     dropped: list[int]  # numbers that named no block
     abstained: bool
+
+
+def neutralise_markers(text: str) -> str:
+    """``text`` with every citation-like ``[n]``, ``[1, 2]``, ``[1-3]`` written as ``(n)`` etc.
+
+    For text that came from documents: only grounded may put ``[n]`` into a prompt's labels or an
+    answer, so a marker copied from a document can never pass for a citation.
+    """
+    return _CITATION.sub(lambda m: f"({m.group(1)})", text)
 
 
 def _numbers(group: str) -> list[int]:

@@ -2,8 +2,10 @@
 
 It splits the top chunks into sentences (pysbd, with character spans), scores each sentence by
 cosine similarity to the query embedding, keeps the best few, and writes them in document order,
-each followed by a ``[n]`` citation that points at the n-th retrieved chunk. An LLM generator
-plugs into the same :class:`Generator` slot.
+each followed by a ``[n]`` citation that points at the n-th retrieved chunk. Bracketed numbers
+inside the quoted text (``[3]``, ``[1, 2]``, a document forging citations) are rewritten as
+``(3)``, ``(1, 2)`` first, so every ``[n]`` in the answer is one grounded wrote and resolves to
+``answer.citations``. An LLM generator plugs into the same :class:`Generator` slot.
 
 Example::
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from ingest.embedding import Embedder
 
+from .citations import neutralise_markers
 from .retrieval import RetrievalResult, RetrievedChunk
 from .sentences import sentence_spans
 
@@ -148,7 +151,8 @@ class ExtractiveGenerator:
         cited: dict[int, Citation] = {}
         for i in chosen:
             chunk = sentences[i].chunk
-            parts.append(f"{sentences[i].text} [{chunk.rank}]")
+            # The quote's own "[n]" would read as a citation: only grounded's may.
+            parts.append(f"{neutralise_markers(sentences[i].text)} [{chunk.rank}]")
             cited.setdefault(chunk.rank, Citation.of(chunk.rank, chunk))
         citations = sorted(cited.values(), key=lambda c: c.number)
         return Answer(" ".join(parts), self.name, citations, context=top)

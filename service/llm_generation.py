@@ -1,9 +1,11 @@
 """Answers written by an LLM from the retrieved chunks, with ``[n]`` citations checked.
 
-The prompt (:mod:`service.prompts`) numbers the context blocks; the reply's citations are resolved
-to those blocks (:mod:`service.citations`), invalid ones are dropped and reported, and a reply that
-says the documents lack the answer becomes ``abstained``. LLM failures raise
-:class:`~service.llm.LLMError`; the pipeline turns them into a degraded extractive answer.
+The prompt (:mod:`service.prompts`) numbers the context blocks and fences their text as untrusted
+data (a per-prompt nonce in the fence tag, forged tags and ``[n]`` markers in the text escaped);
+the reply's citations are resolved to those blocks (:mod:`service.citations`), invalid ones are
+dropped and reported, and a reply that says the documents lack the answer becomes ``abstained``.
+LLM failures raise :class:`~service.llm.LLMError`; the pipeline turns them into a degraded
+extractive answer.
 
 Example::
 

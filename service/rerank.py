@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from .llm import ChatLLM
+from .prompts import sanitise
 from .retrieval import RetrievedChunk
 from .tokens import TokenCounter
 
@@ -122,8 +123,10 @@ class LLMReranker:
         self.name = "llm-listwise"
 
     def _order(self, query: str, chunks: list[RetrievedChunk]) -> list[int]:
+        # Passage text may imitate the "[2] > [1]" reply format; neutralise it (no fences: they
+        # would cost ~30 tokens per passage, and a ranking can only be reordered, not hijacked).
         passages = "\n\n".join(
-            f"[{i}] {self.counter.truncate(c.text, self.passage_tokens)}"
+            f"[{i}] {sanitise(self.counter.truncate(c.text, self.passage_tokens))}"
             for i, c in enumerate(chunks, start=1)
         )
         prompt = LISTWISE_PROMPT.format(n=len(chunks), query=query, passages=passages)
