@@ -69,11 +69,16 @@ def chunk_context(title: str, headings: tuple[str, ...]) -> str:
 
 
 def point_id(doc_id: str, chunk_index: int, tenant: str = DEFAULT_TENANT) -> str:
-    """Stable id of a chunk. Tenants may reuse doc ids, so the tenant is part of the id; the
-    default tenant keeps the ids of collections written before tenants existed."""
-    key = f"{doc_id}\x1f{chunk_index}"
-    if tenant != DEFAULT_TENANT:
-        key = f"{tenant}\x1f{key}"
+    """Stable id of a chunk. Tenants may reuse doc ids, so the tenant is part of the id.
+
+    The default tenant keeps the ids of collections written before tenants existed. Other
+    tenants' keys are JSON arrays: injective, and never containing the ``\x1f`` that every
+    default key has, so no doc id (which may hold any character) can reach another tenant's id.
+    """
+    if tenant == DEFAULT_TENANT:
+        key = f"{doc_id}\x1f{chunk_index}"
+    else:
+        key = json.dumps([tenant, doc_id, chunk_index], ensure_ascii=False)
     return str(uuid.uuid5(POINT_NAMESPACE, key))
 
 

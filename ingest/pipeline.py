@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -43,6 +42,10 @@ from .index import IndexPoint, Manifest, VectorIndex
 from .loaders import LoadFailure
 from .names import DEFAULT_TENANT, check_tenant
 from .sparse import Bm25Encoder, Bm25Params, measure_avg_len
+
+# ~8 MB of text per embed/write batch: enough to keep the encoder busy, small enough that one
+# batch of large documents does not take gigabytes of memory.
+BATCH_MAX_CHARS = 8_000_000
 
 ProgressFn = Callable[[int, int], None]
 """Called after each written batch with (documents done, chunks written)."""
@@ -131,9 +134,25 @@ def chunk_payload(
     }
 
 
-def batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
+def batched(
+    items: Iterable[Document], size: int, max_chars: int | None = None
+) -> Iterator[list[Document]]:
+    """Lists of at most ``size`` documents and, when given, about ``max_chars`` characters of
+    text (a batch always takes at least one document), so a batch of large documents does not
+    hold gigabytes of text and vectors at once."""
+    if max_chars is None:
+        iterator = iter(items)
+        while batch := list(islice(iterator, size)):
+            yield batch
+        return
+    batch, chars = [], 0
+    for doc in items:
+        if batch and (len(batch) >= size or chars + len(doc.text) > max_chars):
+            yield batch
+            batch, chars = [], 0
+        batch.append(doc)
+        chars += len(doc.text)
+    if batch:
         yield batch
 
 
@@ -218,7 +237,7 @@ class Ingestor:
         # while no write is in flight: qdrant-client's local mode is not thread-safe.
         queued: tuple[Ingestor._Plan, np.ndarray, int, int] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grounded-writer") as writer:
-            for batch in batched(documents, self.batch_docs):
+            for batch in batched(documents, self.batch_docs, BATCH_MAX_CHARS):
                 plan = self._plan(batch, report)
                 pending = self._submit(writer, queued, progress) if queued else None
                 vectors = self.embedder.embed_documents([c.embed_text for c, _, _ in plan.chunks])
@@ -331,24 +350,3 @@ class Ingestor:
         if self.index.manifest(self.collection) is None:
             return {}
         return self.index.document_sources(self.collection, self.tenant)
-
-
-def stale_documents(
-    sources: dict[str, str], roots: Sequence[Path], seen: set[str], failed_sources: set[str]
-) -> list[str]:
-    """Documents that came from under ``roots`` but were not seen in this run.
-
-    Documents of a file that failed to load (wholly or in part) are kept: a broken file is not a
-    deleted one.
-    """
-    resolved = [Path(r).resolve() for r in roots]
-
-    def under_roots(source: str) -> bool:
-        path = Path(source)
-        return any(path == root or root in path.parents for root in resolved)
-
-    return sorted(
-        doc_id
-        for doc_id, source in sources.items()
-        if doc_id not in seen and source not in failed_sources and under_roots(source)
-    )

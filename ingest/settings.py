@@ -175,7 +175,10 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, gt=0, description="UTF-8 bytes of one document's text (API and CLI)."
     )
     max_file_bytes: int = Field(
-        64 * 1024 * 1024, gt=0, description="Largest file the CLI reads; larger ones are refused."
+        64 * 1024 * 1024,
+        gt=0,
+        description="Largest file the CLI reads; larger ones are refused. JSON Lines are "
+        "streamed line by line and exempt.",
     )
     max_metadata_depth: int = Field(8, ge=1, le=32, description="Nesting levels of metadata.")
     max_metadata_bytes: int = Field(16_384, gt=0, description="JSON bytes of one metadata.")

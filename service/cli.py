@@ -30,8 +30,8 @@ from rich.text import Text
 
 from ingest.documents import Document
 from ingest.index import IndexProblem
-from ingest.loaders import LoadFailure, iter_documents
-from ingest.pipeline import IngestReport, IngestTarget, stale_documents
+from ingest.loaders import LoadFailure, LoadLimits, iter_documents, stale_documents
+from ingest.pipeline import IngestReport, IngestTarget
 from ingest.settings import Settings
 
 from .admin_cli import collections_app, doctor, keys_app
@@ -110,7 +110,7 @@ def ingest(
         seen: dict[str, str] = {}
 
         def documents() -> Iterator[Document]:
-            for item in iter_documents(paths):
+            for item in iter_documents(paths, LoadLimits.from_settings(settings)):
                 if isinstance(item, LoadFailure):
                     failures.append(item)
                     err.print(f"[red]✗[/red] {item}")

@@ -136,7 +136,7 @@ def test_manifest_and_unknown_collection(filled) -> None:  # type: ignore[no-unt
     assert index.list_collections() == ["c"]
     with pytest.raises(IncompatibleCollection, match="was built with embedding model"):
         manifest.check_model("c", "intfloat/e5-small-v2", 384)
-    with pytest.raises(CollectionNotFound, match="'nope' does not exist$"):
+    with pytest.raises(CollectionNotFound, match=r"'nope' does not exist$"):
         index.count("nope")  # never lists the other collections
     index.drop_collection("c")
     assert index.manifest("c") is None

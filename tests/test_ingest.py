@@ -8,8 +8,8 @@ from ingest.build import build_ingestor
 from ingest.documents import Document
 from ingest.index import IncompatibleCollection
 from ingest.loaders import Document as LoadedDocument
-from ingest.loaders import iter_documents
-from ingest.pipeline import Ingestor, stale_documents
+from ingest.loaders import iter_documents, stale_documents
+from ingest.pipeline import Ingestor
 from ingest.settings import Settings
 
 LONG = " ".join(f"Paragraph sentence {i} about hybrid retrieval and BM25." for i in range(60))

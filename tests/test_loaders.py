@@ -49,7 +49,15 @@ def test_folder_of_every_supported_type(tmp_path: Path) -> None:
     assert "var x" not in html.text and "p{}" not in html.text
     assert "Portable document text." in by_id["corpus/sub/d.pdf"].text
     assert by_id["x1"].metadata == {"year": 2020} and by_id["x1"].title == "T1"
-    assert by_id["x2"].source.endswith("e.jsonl")
+    # Sources are relative to the root's parent: no server path is stored or served.
+    assert {d.id: d.source for d in docs} == {
+        "corpus/a.txt": "corpus/a.txt",
+        "corpus/b.md": "corpus/b.md",
+        "corpus/sub/c.html": "corpus/sub/c.html",
+        "corpus/sub/d.pdf": "corpus/sub/d.pdf",
+        "x1": "corpus/e.jsonl",
+        "x2": "corpus/e.jsonl",
+    }
 
 
 @pytest.mark.parametrize(
