@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .documents import check_metadata
-from .index import DocState, VectorIndex
+from .index import DocState, IndexPoint, IndexProblem, VectorIndex, require_manifest
 from .index.base import TENANT
 from .names import DEFAULT_TENANT
+from .sparse import SparseVec
 
 _PAGE = 256
 _REQUIRED = {"doc_id": str, "chunk_index": int, "chunk_count": int, "doc_hash": str, "text": str}
@@ -94,7 +95,14 @@ def examine(
     report.points = len(ids)
     docs: dict[str, tuple[DocState, list[str]]] = {}
     for start in range(0, len(ids), _PAGE):
-        payloads, unreadable = read_payloads(index, collection, ids[start : start + _PAGE])
+        page = ids[start : start + _PAGE]
+        payloads, unreadable = read_payloads(index, collection, page)
+        if len(page) > 1 and len(unreadable) == len(page):
+            # Not one point of a page could be read: the engine is failing, not the points.
+            raise IndexProblem(
+                f"cannot read collection {collection!r}: every point of a page failed "
+                "(is the server reachable?); nothing was changed"
+            )
         report.unreadable += unreadable
         for point, payload in payloads.items():
             problem = _malformed(payload, max_depth, max_bytes)
@@ -117,6 +125,15 @@ def examine(
 def repair(index: VectorIndex, report: CollectionReport) -> int:
     """Remove what :func:`examine` found unservable and stamp untenanted points; returns the
     number of points removed."""
+    # Qdrant Edge reads a point's old payload to delete it: overwrite the undecodable ones
+    # with an empty payload first, then they delete like any other point.
+    if report.unreadable:
+        dimension = require_manifest(index, report.collection).dimension
+        placeholder = [1.0] + [0.0] * (dimension - 1)
+        index.upsert(
+            report.collection,
+            [IndexPoint(p, placeholder, SparseVec([], []), {}) for p in report.unreadable],
+        )
     doomed = set(report.unreadable) | set(report.malformed)
     for members in report.inconsistent.values():
         doomed.update(members)

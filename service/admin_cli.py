@@ -170,7 +170,11 @@ def collections_drop(
     except InvalidName as exc:
         raise _fail(str(exc), 2) from None
     with _index(_settings(data_dir=data_dir)) as index:
-        points = index.count(name)  # also: CollectionNotFound before asking
+        require_manifest(index, name)
+        try:
+            points = str(index.count(name))
+        except IndexProblem:  # a shard that cannot load can still be dropped
+            points = "unknown"
         if not yes:
             typer.confirm(f"drop collection {name!r} with {points} points?", abort=True)
         index.drop_collection(name)
@@ -192,17 +196,20 @@ def doctor(
     from ingest.doctor import examine, repair
 
     settings = _settings(data_dir=data_dir)
+    try:
+        names = [check_collection(name) for name in collection or []]
+    except InvalidName as exc:
+        raise _fail(str(exc), 2) from None
+    limits = {"max_depth": settings.max_metadata_depth, "max_bytes": settings.max_metadata_bytes}
     reports = []
     with _index(settings) as index:
-        for name in collection or index.list_collections():
-            report = examine(
-                index,
-                check_collection(name),
-                max_depth=settings.max_metadata_depth,
-                max_bytes=settings.max_metadata_bytes,
-            )
-            removed = repair(index, report) if fix and not report.healthy else 0
-            reports.append({**report.to_dict(), "removed": removed})
+        for name in names or index.list_collections():
+            found = examine(index, name, **limits)
+            removed, healthy_now = 0, found.healthy
+            if fix and not found.healthy:
+                removed = repair(index, found)
+                healthy_now = examine(index, name, **limits).healthy  # what the repair left
+            reports.append({**found.to_dict(), "removed": removed, "healthy_now": healthy_now})
     if as_json:
         out.print_json(json.dumps(reports))
     for r in [] if as_json else reports:
@@ -216,7 +223,8 @@ def doctor(
             out.print(f"  {r['untenanted']} points without a tenant (written before tenants)")
         for doc in r["inconsistent_documents"]:
             out.print(f"  inconsistent document {doc}", highlight=False, markup=False)
-        if r["removed"] or (fix and not r["healthy"]):
-            out.print(f"  fixed: removed {r['removed']} points")
-    if not fix and not all(r["healthy"] for r in reports):
+        if fix and not r["healthy"]:
+            result = "healthy now" if r["healthy_now"] else "[red]still unhealthy[/red]"
+            out.print(f"  fixed: removed {r['removed']} points; {result}")
+    if not all(r["healthy_now"] for r in reports):
         raise typer.Exit(1)

@@ -91,6 +91,12 @@ class Principal:
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
 
+    @property
+    def visible_tenant(self) -> str | None:
+        """Whose collections this caller may list: its tenant, or every tenant's (None) for an
+        admin — which is also the caller when auth is off."""
+        return None if "admin" in self.scopes else self.tenant
+
 
 ANONYMOUS = Principal(DEFAULT_TENANT, frozenset(SCOPES))
 """The caller when auth is off (loopback quickstart): the default tenant, every scope."""

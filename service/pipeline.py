@@ -433,6 +433,12 @@ class RagPipeline:
             require_manifest(self.index, collection)
             self.index.drop_collection(collection)
 
+    def visible_collections(self, tenant: str | None) -> list[str]:
+        """Collections holding points of ``tenant`` (every collection when ``None``): a tenant
+        does not learn the names other tenants write to."""
+        names = self.index.list_collections()
+        return names if tenant is None else [n for n in names if self.index.count(n, tenant)]
+
     def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
         require_manifest(self.index, collection)
         return build_ingestor(

@@ -181,9 +181,15 @@ class EdgeIndex:
             if collection not in self._shards:
                 if self.manifest(collection) is None:
                     raise CollectionNotFound(collection)
-                self._shards[collection] = qe.EdgeShard.load(
-                    str(self._folder(collection) / "shard")
-                )
+                try:
+                    shard = qe.EdgeShard.load(str(self._folder(collection) / "shard"))
+                except Exception as exc:  # the engine raises a bare Exception
+                    raise IndexProblem(
+                        f"collection {collection!r} cannot be loaded ({exc}). If its last write "
+                        "holds a payload the engine cannot decode, restore it from a backup or "
+                        f"drop it (`grounded collections drop {collection}`) and re-ingest."
+                    ) from None
+                self._shards[collection] = shard
             return self._shards[collection]
 
     # writes ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.names import is_plain_name
 
+from ...auth import Principal
 from ...errors import InvalidRequest
 from ...pipeline import QueryResult, RagPipeline, StreamReset
 from ...requests import search_params, wants_route
@@ -77,12 +78,12 @@ class ChatRequest(SearchOptions):
     stream_options: StreamOptions | None = None
 
 
-def _collection_of(model: str, pipeline: RagPipeline) -> str | None:
+def _collection_of(model: str, pipeline: RagPipeline, caller: Principal) -> str | None:
     if model == MODEL:
         return None
     prefix = f"{MODEL}:"
     name = model[len(prefix) :] if model.startswith(prefix) else ""
-    if is_plain_name(name) and name in pipeline.index.list_collections():
+    if is_plain_name(name) and name in pipeline.visible_collections(caller.visible_tenant):
         return name
     raise HTTPException(
         404, f"model {model!r} does not exist; GET /v1/models lists what grounded serves"
@@ -132,7 +133,7 @@ def _usage(result: QueryResult) -> dict[str, int]:
 def chat_completions(
     body: ChatRequest, pipeline: PipelineDep, caller: Reader, request: Request
 ) -> Any:
-    collection = body.collection or _collection_of(body.model, pipeline)
+    collection = body.collection or _collection_of(body.model, pipeline, caller)
     question, history, system = _split(body.messages)
     options = body.model_dump(include=set(SearchOptions.model_fields), exclude={"collection"})
     search = SearchRequest(query=question, collection=collection, **options)
@@ -223,9 +224,11 @@ def _chunks(
 
 
 @router.get("/models")
-def models(pipeline: PipelineDep, _caller: Reader) -> dict[str, Any]:
-    """``grounded`` (the default collection or the router) and ``grounded:<collection>``."""
-    names = [MODEL] + [f"{MODEL}:{c}" for c in sorted(pipeline.index.list_collections())]
+def models(pipeline: PipelineDep, caller: Reader) -> dict[str, Any]:
+    """``grounded`` (the default collection or the router) and ``grounded:<collection>`` for
+    each collection where the caller has documents."""
+    visible = pipeline.visible_collections(caller.visible_tenant)
+    names = [MODEL] + [f"{MODEL}:{c}" for c in sorted(visible)]
     return {
         "object": "list",
         "data": [{"id": n, "object": "model", "created": 0, "owned_by": "grounded"} for n in names],

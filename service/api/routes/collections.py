@@ -21,9 +21,10 @@ READY_TIMEOUT_S = 2.0
 
 @router.get("/v1/collections", response_model=list[CollectionOut])
 def collections(pipeline: PipelineDep, caller: Reader) -> list[dict[str, object]]:
-    """Collections with the caller's point count in each (a tenant never sees another's)."""
+    """Collections where the caller has documents, with its point count in each (an admin key
+    sees every collection)."""
     out = []
-    for name in pipeline.index.list_collections():
+    for name in pipeline.visible_collections(caller.visible_tenant):
         manifest = require_manifest(pipeline.index, name)
         out.append(
             {
