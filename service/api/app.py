@@ -32,6 +32,7 @@ from ..errors import InvalidRequest, PayloadTooLarge
 from ..pipeline import NotConfigured, RagPipeline
 from ..write_queue import QueueFull, WriteQueue
 from .deps import authorized
+from .errors import document_errors, validation_error_handler
 from .observability import install_observability
 from .routes import chat, collections, documents, search
 
@@ -111,16 +112,6 @@ async def _model_error(_request: Request, exc: ValidationError) -> JSONResponse:
     return JSONResponse({"detail": reasons}, status_code=422)
 
 
-async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with one readable reason per problem, plus pydantic's structured errors."""
-    reasons = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        reasons.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    errors = [{k: err.get(k) for k in ("loc", "msg", "type")} for err in exc.errors()]
-    return JSONResponse({"detail": "; ".join(reasons), "errors": errors}, status_code=422)
-
-
 def auth_enabled(settings: Settings) -> bool:
     """``auth = "auto"`` means on exactly when the API binds beyond loopback."""
     if settings.auth == "auto":
@@ -165,7 +156,7 @@ def create_app(
     app.include_router(documents.router)
     app.include_router(collections.router)
     app.include_router(chat.router)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(ValidationError, _model_error)
     app.add_exception_handler(InvalidName, _error(422))
     app.add_exception_handler(InvalidRequest, _error(422))
@@ -182,4 +173,5 @@ def create_app(
     # Last: the request-id middleware must wrap everything, the body limit included.
     metrics.set_ingest_queue_depth(lambda: write_queue.depth)
     install_observability(app, metrics_dependencies=[Depends(authorized("admin"))])
+    document_errors(app)
     return app

@@ -29,7 +29,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingest.names import is_plain_name
+from ingest.names import NAME_RULE, InvalidName, is_plain_name
 
 from ...auth import Principal
 from ...errors import InvalidRequest
@@ -83,7 +83,9 @@ def _collection_of(model: str, pipeline: RagPipeline, caller: Principal) -> str 
         return None
     prefix = f"{MODEL}:"
     name = model[len(prefix) :] if model.startswith(prefix) else ""
-    if is_plain_name(name) and name in pipeline.visible_collections(caller.visible_tenant):
+    if name and not is_plain_name(name):
+        raise InvalidName(f"invalid model {MODEL}:<collection>: use {NAME_RULE}")
+    if name and name in pipeline.visible_collections(caller.visible_tenant):
         return name
     raise HTTPException(
         404, f"model {model!r} does not exist; GET /v1/models lists what grounded serves"
@@ -129,7 +131,7 @@ def _usage(result: QueryResult) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
 def chat_completions(
     body: ChatRequest, pipeline: PipelineDep, caller: Reader, request: Request
 ) -> Any:
