@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import limits
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -218,6 +219,12 @@ class Settings(BaseSettings):
             )
         if self.top_k > self.max_top_k:
             raise ValueError(f"top_k ({self.top_k}) must be <= max_top_k ({self.max_top_k})")
+        try:
+            limits.parse(self.rate_limit)
+        except ValueError:
+            raise ValueError(
+                f"rate_limit {self.rate_limit!r} is not a rate: use e.g. '600/minute'"
+            ) from None
         names = [r.name for r in self.routes]
         if len(set(names)) != len(names):
             raise ValueError(f"route names must be unique, got {names}")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ingest.index import IndexProblem, VectorIndex, open_index, require_manifest
@@ -21,27 +20,9 @@ from ingest.names import InvalidName, check_collection
 from ingest.settings import Settings
 
 from .auth import SCOPES, KeyStore
+from .cli_support import DataDirOpt, err, fail, make_settings, out
 
-out = Console()
-err = Console(stderr=True)
-
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory (env GROUNDED_DATA_DIR).")
-]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _settings(**overrides: object) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except (ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 @contextmanager
@@ -49,11 +30,11 @@ def _index(settings: Settings) -> Iterator[VectorIndex]:
     try:
         index = open_index(settings)
     except IndexProblem as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         yield index
     except (IndexProblem, InvalidName) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         index.close()
 
@@ -63,7 +44,7 @@ keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_a
 
 
 def _store(data_dir: Path | None) -> KeyStore:
-    return KeyStore(_settings(data_dir=data_dir).keys_path)
+    return KeyStore(make_settings(data_dir=data_dir).keys_path)
 
 
 @keys_app.command("create")
@@ -83,7 +64,7 @@ def keys_create(
     try:
         token, record = _store(data_dir).create(tenant, scope, name=name, rate_limit=rate)
     except ValueError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     if as_json:
         body = {"key": token, "prefix": record.prefix, "tenant": record.tenant}
         out.print_json(json.dumps({**body, "scopes": sorted(record.scopes)}))
@@ -137,7 +118,7 @@ def keys_revoke(
 ) -> None:
     """Revoke a key; the service refuses it from its next request on."""
     if not _store(data_dir).revoke(prefix):
-        raise _fail(f"no active key with prefix {prefix!r}")
+        raise fail(f"no active key with prefix {prefix!r}")
     out.print(f"revoked {prefix}")
 
 
@@ -150,7 +131,7 @@ def collections_list(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
     """List collections with their point counts and embedding models."""
     if ctx.invoked_subcommand is not None:
         return
-    with _index(_settings(data_dir=data_dir)) as index:
+    with _index(make_settings(data_dir=data_dir)) as index:
         table = Table("collection", "points", "model", "dim", "chunker")
         for name in index.list_collections():
             m = require_manifest(index, name)
@@ -168,8 +149,8 @@ def collections_drop(
     try:
         check_collection(name)
     except InvalidName as exc:
-        raise _fail(str(exc), 2) from None
-    with _index(_settings(data_dir=data_dir)) as index:
+        raise fail(str(exc), 2) from None
+    with _index(make_settings(data_dir=data_dir)) as index:
         require_manifest(index, name)
         try:
             points = str(index.count(name))
@@ -195,11 +176,11 @@ def doctor(
     """Read every point of every collection; report what cannot be served (exit 1 if any)."""
     from ingest.doctor import examine, repair
 
-    settings = _settings(data_dir=data_dir)
+    settings = make_settings(data_dir=data_dir)
     try:
         names = [check_collection(name) for name in collection or []]
     except InvalidName as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     limits = {"max_depth": settings.max_metadata_depth, "max_bytes": settings.max_metadata_bytes}
     reports = []
     with _index(settings) as index:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     Progress,
     ProgressColumn,
@@ -35,6 +34,7 @@ from ingest.pipeline import IngestReport, IngestTarget
 from ingest.settings import Settings
 
 from .admin_cli import collections_app, doctor, keys_app
+from .cli_support import DataDirOpt, err, fail, make_settings, out
 
 app = typer.Typer(
     name="grounded",
@@ -43,12 +43,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory (env GROUNDED_DATA_DIR).")
-]
 CollectionOpt = Annotated[
     str | None, typer.Option("--collection", "-c", help="Collection (env GROUNDED_COLLECTION).")
 ]
@@ -62,19 +56,6 @@ ServerOpt = Annotated[
     str | None,
     typer.Option("--server", help="Go through a running `grounded serve` at this URL."),
 ]
-
-
-def make_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except (ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 class _Rate(ProgressColumn):

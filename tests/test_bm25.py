@@ -51,7 +51,7 @@ def bm25_collection(index):  # type: ignore[no-untyped-def]
                 f"00000000-0000-0000-0000-{i:012d}",
                 [1.0, 0.0],
                 encoder.embed_document(text),
-                {"doc_id": str(i)},
+                {"tenant": "default", "doc_id": str(i)},
             )
             for i, text in enumerate(CORPUS)
         ],
