@@ -14,13 +14,8 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,9 +26,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import harness  # noqa: E402
+from eval.datasets import load_beir  # noqa: E402
 from ingest.build import build_chunker, build_embedder, build_ingestor  # noqa: E402
 from ingest.index import EdgeIndex  # noqa: E402
-from ingest.loaders import LoadFailure, iter_documents  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
 
 MODES = [
@@ -42,28 +38,6 @@ MODES = [
     ("dense", {"mode": "dense"}),
     ("sparse", {"mode": "sparse"}),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def main() -> None:
@@ -78,13 +52,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="grounded-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="grounded-bench-"))
+    data_dir = work / "data"
     settings = Settings(data_dir=data_dir, collection="bench")
-    docs = [
-        d for d in iter_documents([args.dataset / "corpus.jsonl"]) if not isinstance(d, LoadFailure)
-    ]
-    docs = docs[: args.limit] if args.limit else docs
-    print(f"machine: {machine()}\ncorpus: {args.dataset.name}, {len(docs)} documents")
+    dataset = load_beir(args.dataset).limited(args.queries)
+    docs = dataset.corpus[: args.limit] if args.limit else dataset.corpus
+    print(f"machine: {harness.machine()}\ncorpus: {args.dataset.name}, {len(docs)} documents")
 
     embedder = build_embedder(settings)
     embedder.embed_documents(["warm-up"] * 64)
@@ -114,59 +87,34 @@ def main() -> None:
     )
 
     # 3. the HTTP API
-    queries = {
-        q["_id"]: q["text"]
-        for q in map(json.loads, (args.dataset / "queries.jsonl").read_text().splitlines())
-    }
-    qrels: dict[str, set[str]] = {}
-    with (args.dataset / "qrels" / "test.tsv").open() as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            qrels.setdefault(row["query-id"], set()).add(row["corpus-id"])
-    test_ids = [q for q in qrels if q in queries][: args.queries]
-    port = free_port()
-    env = {**os.environ, "GROUNDED_DATA_DIR": str(data_dir), "GROUNDED_COLLECTION": "bench"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port, log = harness.free_port(), work / "server.log"
+    server = harness.start_server(data_dir, "bench", port, log)
     latency: dict[str, dict[str, float]] = {}
     try:
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=30) as client:
-            for _ in range(300):
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            else:
-                raise SystemExit("server did not start")
+        with httpx.Client(base_url=f"http://{harness.HOST}:{port}", timeout=30) as client:
+            harness.wait_ready(client, server, log)
             for _ in range(20):
                 client.post("/v1/search", json={"query": "warm up the service", "top_k": 10})
             for name, extra in MODES:
                 times, hits = [], 0
-                for qid in test_ids:
+                for qid, query in dataset.queries.items():
                     t = time.perf_counter()
                     response = client.post(
-                        "/v1/search", json={"query": queries[qid], "top_k": 10, **extra}
+                        "/v1/search", json={"query": query, "top_k": 10, **extra}
                     )
                     times.append((time.perf_counter() - t) * 1000)
                     response.raise_for_status()
                     found = {r["doc_id"] for r in response.json()["results"]}
-                    hits += bool(found & qrels[qid])
+                    hits += bool(found & dataset.qrels[qid].keys())
                 latency[name] = {
                     "p50_ms": round(statistics.median(times), 2),
-                    "p95_ms": round(percentile(times, 95), 2),
-                    "hit@10": round(hits / len(test_ids), 3),
+                    "p95_ms": round(harness.percentile(times, 95), 2),
+                    "hit@10": round(hits / len(dataset.queries), 3),
                 }
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        harness.stop_server(server)
 
-    print(f"\n/v1/search over HTTP, one client, {len(test_ids)} test queries:")
+    print(f"\n/v1/search over HTTP, one client, {len(dataset.queries)} test queries:")
     print(f"{'mode':<12} {'p50 ms':>8} {'p95 ms':>8} {'hit@10':>8}")
     for name, row in latency.items():
         print(f"{name:<12} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['hit@10']:>8.3f}")
@@ -174,7 +122,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
-        "machine": machine(),
+        "machine": harness.machine(),
         "corpus": args.dataset.name,
         "documents": report.documents,
         "chunks": report.chunks_written,

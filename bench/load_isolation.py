@@ -32,10 +32,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,11 +48,21 @@ from types import FrameType
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
+sys.path.insert(0, str(REPO))
+
+from bench.harness import (  # noqa: E402
+    HOST,
+    free_port,
+    machine,
+    percentile,
+    start_server,
+    stop_server,
+    wait_ready,
+)
+
 COLLECTION = "loadbench"
 REQUEST_TIMEOUT_S = 60.0
 RETRY_AFTER_CAP_S = 10.0
-STARTUP_TIMEOUT_S = 300.0
 
 TOPICS = [
     "vector databases",
@@ -90,14 +98,7 @@ class Latency:
 
     def stat(self, q: float | None) -> float:
         """The q-th percentile (linear interpolation); ``None`` = the maximum."""
-        ordered = sorted(self.samples)
-        if not ordered:
-            return math.nan
-        if q is None:
-            return ordered[-1]
-        k = (len(ordered) - 1) * q / 100
-        lo, hi = math.floor(k), math.ceil(k)
-        return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+        return percentile(self.samples, q)
 
 
 @dataclass
@@ -123,29 +124,10 @@ class IngestTally:
                 self.accepted.samples.append(millis)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
 def queue_capacity() -> str:
     configured = os.environ.get("GROUNDED_INGEST_QUEUE_SIZE")
     if configured:
         return f"{configured} (GROUNDED_INGEST_QUEUE_SIZE)"
-    sys.path.insert(0, str(REPO))
     from ingest.settings import Settings
 
     return f"{Settings.model_fields['ingest_queue_size'].default} (default)"
@@ -268,39 +250,6 @@ def ingest_client(
                 break
 
 
-def start_server(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", HOST, "--port", str(port)]
-    command += ["--data-dir", str(data_dir), "--collection", COLLECTION]
-    with log.open("wb") as fh:
-        return subprocess.Popen(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
-
-
-def wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], log: Path) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < STARTUP_TIMEOUT_S:
-        if server.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise SystemExit(f"the server exited with {server.returncode}:\n{tail}")
-        try:
-            if client.get("/healthz", timeout=5).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the server did not answer /healthz within {STARTUP_TIMEOUT_S:.0f} s")
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is not None:
-        return
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=30)
-
-
 def ratio(loaded: float, idle: float) -> str:
     if math.isnan(loaded) or math.isnan(idle) or idle <= 0:
         return "n/a"
@@ -334,7 +283,7 @@ def run(args: argparse.Namespace, deadline: Deadline, stop: threading.Event) -> 
         port = free_port()
         base = f"http://{HOST}:{port}"
         log = data_dir / "server.log"
-        server = start_server(data_dir / "data", port, log)
+        server = start_server(data_dir / "data", COLLECTION, port, log)
         with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
             startup = wait_ready(client, server, log)
             seed = [document(f"seed-{i}", i) for i in range(args.seed_docs)]

@@ -1,7 +1,7 @@
 """An offline hallucination detector: is each claim of an answer supported by its context?
 
-No judge model. An answer is split into claims (sentences, pysbd); each claim gets a support
-score in [0, 1] from four signals:
+No judge model. An answer is split into claims (sentences, by :mod:`service.sentences`, the
+splitter the service uses); each claim gets a support score in [0, 1] from four signals:
 
 - **lexical**: share of the claim's content terms that the question did not already give and
   that appear in the context (BM25's tokenizer: stopwords out, Snowball stems);
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import qdrant_edge
 
 from ingest.embedding import Embedder
+from service.sentences import sentences
 
 WEIGHTS = {"lexical": 0.4, "entities": 0.25, "numbers": 0.15, "semantic": 0.2}
 
@@ -128,17 +128,11 @@ class HallucinationDetector:
         self.weights = {k: v / total for k, v in self.weights.items()}
         self._terms = qdrant_edge.Bm25(qdrant_edge.Bm25Config(language="english"))
 
-    @cached_property
-    def _segmenter(self):  # type: ignore[no-untyped-def]
-        import pysbd
-
-        return pysbd.Segmenter(language="en", clean=False)
-
     def _term_set(self, text: str) -> set[int]:
         return set(self._terms.embed_query(text).indices)
 
     def claims(self, answer: str) -> list[str]:
-        return [s.strip() for s in self._segmenter.segment(answer) if re.search(r"\w", s)]
+        return [s.strip() for s in sentences(answer) if re.search(r"\w", s)]
 
     def check(self, question: str, answer: str, context: str) -> Verdict:
         return self.check_many([(question, answer, context)])[0]
@@ -149,9 +143,9 @@ class HallucinationDetector:
         texts: list[str] = []
         for question, answer, context in items:
             claims = self.claims(answer)
-            sentences = [s for s in self._segmenter.segment(context) if s.strip()] or [context]
-            prepared.append((question, context, claims, len(texts), len(sentences)))
-            texts.extend(sentences)
+            ctx_sentences = [s for s in sentences(context) if s.strip()] or [context]
+            prepared.append((question, context, claims, len(texts), len(ctx_sentences)))
+            texts.extend(ctx_sentences)
             texts.extend(claims)
         vectors = self.embedder.embed_documents(texts) if texts else np.zeros((0, 1))
         verdicts = []

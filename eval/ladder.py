@@ -15,9 +15,7 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +25,9 @@ from typing import Any
 from service.pipeline import RagPipeline
 
 from .datasets import BeirDataset
-from .metrics import METRICS, ranking_metrics
-from .retrieval import prepare_index, run_queries
+from .metrics import METRICS
+from .report import figure_png, image, page, pyplot, table, td, tr
+from .retrieval import prepare_index, run_queries, score_run
 
 BASELINE = "dense"
 Tick = Callable[[int], None]
@@ -62,11 +61,9 @@ def _measure(
     tick: Tick | None,
     **overrides: Any,
 ) -> tuple[dict[str, float], float]:
-    import statistics
-
     run, latencies = run_queries(pipeline, dataset, collection, mode, tick, **overrides)
-    scores = {k: round(v, 4) for k, v in ranking_metrics(dataset.qrels, run).items()}
-    return scores, round(statistics.median(latencies), 2)
+    scores, latency_p50 = score_run(dataset.qrels, run, latencies)
+    return {k: round(v, 4) for k, v in scores.items()}, latency_p50
 
 
 def _llm_row(
@@ -174,13 +171,8 @@ def ladder_markdown(rows: Sequence[LadderRow]) -> str:
 
 def ladder_chart(rows: Sequence[LadderRow], title: str) -> bytes:
     """A bar chart of nDCG@10 per row, the baseline marked; PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     measured = [r for r in rows if r.metrics]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(measured)), 4), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(max(6, 1.3 * len(measured)), 4), dpi=110)
     colors = ["#888888" if r.name == BASELINE else "#2f6db5" for r in measured]
     bars = ax.bar(
         [r.name for r in measured], [r.metrics["ndcg@10"] for r in measured], color=colors
@@ -199,11 +191,7 @@ def ladder_chart(rows: Sequence[LadderRow], title: str) -> bytes:
     ax.set_ylim(0, min(1.0, max(r.metrics["ndcg@10"] for r in measured) * 1.25))
     ax.set_title(f"Retrieval ladder: {title}")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def write_ladder_report(rows: Sequence[LadderRow], out_dir: Path, title: str) -> dict[str, Path]:
@@ -226,26 +214,19 @@ def write_ladder_report(rows: Sequence[LadderRow], out_dir: Path, title: str) ->
 
 
 def ladder_html(rows: Sequence[LadderRow], title: str, png: bytes) -> str:
-    head = "".join(
-        f"<th>{html.escape(h)}</th>" for h in ("row", *METRICS, "Δ nDCG@10", "p50 ms", "notes")
-    )
     body = []
     for r in rows:
         if r.skipped:
-            cells = "<td></td>" * (len(METRICS) + 2) + f"<td>skipped: {html.escape(r.skipped)}</td>"
+            cells = ["<td></td>"] * (len(METRICS) + 2) + [td(f"skipped: {r.skipped}")]
         else:
-            cells = "".join(f"<td>{r.metrics[m]:.4f}</td>" for m in METRICS)
-            cells += f"<td>{r.delta:+.4f}</td><td>{r.latency_p50_ms:.1f}</td>"
-            cells += f"<td>{html.escape(r.description)}</td>"
-        body.append(f"<tr><td>{html.escape(r.name)}</td>{cells}</tr>")
-    image = base64.b64encode(png).decode()
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Retrieval ladder: {html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,td:last-child{{text-align:left}}</style></head>
-<body><h1>Retrieval ladder: {html.escape(title)}</h1>
-<img alt="nDCG@10 per row" src="data:image/png;base64,{image}">
-<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
-</body></html>
-"""
+            cells = [td(f"{r.metrics[m]:.4f}") for m in METRICS]
+            cells += [td(f"{r.delta:+.4f}"), td(f"{r.latency_p50_ms:.1f}")]
+            cells.append(td(r.description))
+        body.append(tr([td(r.name), *cells]))
+    header = ("row", *METRICS, "Δ nDCG@10", "p50 ms", "notes")
+    return page(
+        f"Retrieval ladder: {title}",
+        f"<h1>Retrieval ladder: {html.escape(title)}</h1>\n"
+        f"{image(png, 'nDCG@10 per row')}\n{table(header, body)}",
+        style="\ntd,th{text-align:right}td:first-child,td:last-child{text-align:left}",
+    )

@@ -20,10 +20,8 @@ ladder chart when a ladder suite ran.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +31,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.pipeline import RagPipeline
+
+from .report import figure_png, image, page, pyplot, table, td, tr
 
 
 class Suite(BaseModel):
@@ -194,13 +194,8 @@ def load_history(results: Path) -> list[dict[str, Any]]:
 
 
 def _trend_png(metric: str, history: list[dict[str, Any]], floor: float | None) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = [(i, h["metrics"][metric]) for i, h in enumerate(history) if metric in h["metrics"]]
-    fig, ax = plt.subplots(figsize=(4.2, 2.4), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(4.2, 2.4), dpi=100)
     ax.plot([p[0] + 1 for p in points], [p[1] for p in points], marker="o", color="#2f6db5")
     if floor is not None:
         ax.axhline(floor, color="#c0392b", linestyle="--", linewidth=1, label="floor")
@@ -209,49 +204,43 @@ def _trend_png(metric: str, history: list[dict[str, Any]], floor: float | None) 
     ax.set_xlabel("run", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 def render_report(
     history: list[dict[str, Any]], gates: list[Gate], charts: dict[str, bytes], passed: bool
 ) -> str:
     status = "PASSED" if passed else "FAILED"
-    rows = "".join(
-        f"<tr class={'ok' if g.ok else 'bad'}><td>{html.escape(g.metric)}</td>"
-        f"<td>{'' if g.value is None else f'{g.value:.4f}'}</td>"
-        f"<td>{'' if g.floor is None else f'{g.floor:.4f}'}</td>"
-        f"<td>{'' if g.baseline is None else f'{g.baseline:.4f}'}</td>"
-        f"<td>{'ok' if g.ok else html.escape(g.reason)}</td></tr>"
+    rows = [
+        tr(
+            [
+                td(g.metric),
+                td(_number(g.value)),
+                td(_number(g.floor)),
+                td(_number(g.baseline)),
+                td("ok" if g.ok else g.reason),
+            ],
+            "ok" if g.ok else "bad",
+        )
         for g in gates
-    )
-    trends = "".join(_img(_trend_png(g.metric, history, g.floor), g.metric) for g in gates)
+    ]
+    trends = "".join(image(_trend_png(g.metric, history, g.floor), g.metric) for g in gates)
     ladders = "".join(
-        f"<h2>Ladder: {html.escape(n)}</h2>{_img(png, n)}" for n, png in charts.items()
+        f"<h2>Ladder: {html.escape(n)}</h2>{image(png, n)}" for n, png in charts.items()
     )
     latest = history[-1]["run"] if history else ""
     color = "#1e7e34" if passed else "#c0392b"
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>grounded nightly eval: {status}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
-tr.bad td{{background:#fbe3e1}}
-.status{{font-weight:bold;color:{color}}}
-img{{margin:4px}}</style></head>
-<body><h1>grounded nightly eval: <span class="status">{status}</span></h1>
+    header = ("metric", "value", "floor", "baseline", "gate")
+    return page(
+        f"grounded nightly eval: {status}",
+        f"""<h1>grounded nightly eval: <span class="status">{status}</span></h1>
 <p>Run {html.escape(latest)}; {len(history)} run(s) on record.</p>
-<table><thead><tr>
-<th>metric</th><th>value</th><th>floor</th><th>baseline</th><th>gate</th>
-</tr></thead>
-<tbody>{rows}</tbody></table>
-<h2>Trends</h2><div>{trends}</div>{ladders}
-</body></html>
-"""
+{table(header, rows)}
+<h2>Trends</h2><div>{trends}</div>{ladders}""",
+        style=f"\ntr.bad td{{background:#fbe3e1}}\n.status{{font-weight:bold;color:{color}}}"
+        "\nimg{margin:4px}",
+    )

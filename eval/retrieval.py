@@ -96,6 +96,13 @@ def run_queries(
     return run, latencies
 
 
+def score_run(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], latencies: list[float]
+) -> tuple[dict[str, float], float]:
+    """Ranking metrics of a run (see :func:`run_queries`), and its median query latency in ms."""
+    return ranking_metrics(qrels, run), round(statistics.median(latencies), 2)
+
+
 def evaluate_retrieval(
     pipeline: RagPipeline,
     dataset: BeirDataset,
@@ -110,8 +117,8 @@ def evaluate_retrieval(
     report: dict[str, dict[str, float]] = {}
     for mode in modes:
         run, latencies = run_queries(pipeline, dataset, collection, mode, tick)
-        scores = ranking_metrics(dataset.qrels, run)
-        scores["latency_p50_ms"] = round(statistics.median(latencies), 2)
+        scores, latency_p50 = score_run(dataset.qrels, run, latencies)
+        scores["latency_p50_ms"] = latency_p50
         scores["queries"] = len(dataset.queries)
         report[mode] = scores
     return report

@@ -27,12 +27,11 @@ from typing import Any
 
 from .documents import check_metadata
 from .index import DocState, IndexPoint, IndexProblem, VectorIndex, require_manifest
-from .index.base import TENANT
 from .names import DEFAULT_TENANT
+from .payload import TENANT, payload_problem
 from .sparse import SparseVec
 
 _PAGE = 256
-_REQUIRED = {"doc_id": str, "chunk_index": int, "chunk_count": int, "doc_hash": str, "text": str}
 
 
 @dataclass
@@ -77,9 +76,9 @@ def read_payloads(
 
 
 def _malformed(payload: dict[str, Any], max_depth: int, max_bytes: int) -> str | None:
-    for name, kind in _REQUIRED.items():
-        if not isinstance(payload.get(name), kind):
-            return f"payload field {name!r} is missing or not {kind.__name__}"
+    problem = payload_problem(payload)
+    if problem:
+        return problem
     try:
         check_metadata(payload.get("metadata") or {}, max_depth=max_depth, max_bytes=max_bytes)
     except ValueError as exc:

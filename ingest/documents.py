@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,15 @@ class Chunk:
         return f"{context}\n{self.text}" if context else self.text
 
 
-def chunk_context(title: str, headings: tuple[str, ...]) -> str:
-    """Title and heading path, embedded with the text so a chunk keeps its place."""
+def chunk_context(title: str, headings: Sequence[str]) -> str:
+    """``Title > Heading > Subheading``: where a chunk sits in its document.
+
+    The one renderer of a chunk's place: the embedded text, the prompt's block labels and the
+    blocks attribution compares with all use it. Empty parts are dropped, and a part equal to the
+    one before it is written once ("Intro", not "Intro > Intro", when a markdown title is also
+    the first heading).
+    """
     parts = [p for p in (title, *headings) if p]
-    # Avoid "Intro > Intro" when a markdown title is also the first heading.
     deduped = [p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1]]
     return " > ".join(deduped)
 

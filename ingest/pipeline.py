@@ -41,6 +41,7 @@ from .embedding import Embedder
 from .index import IndexPoint, Manifest, VectorIndex
 from .loaders import LoadFailure
 from .names import DEFAULT_TENANT, check_tenant
+from .payload import chunk_payload
 from .sparse import Bm25Encoder, Bm25Params, measure_avg_len
 
 # ~8 MB of text per embed/write batch: enough to keep the encoder busy, small enough that one
@@ -113,25 +114,6 @@ class IngestTarget(Protocol):
     def delete(self, doc_ids: Sequence[str]) -> int: ...
 
     def document_sources(self) -> dict[str, str]: ...
-
-
-def chunk_payload(
-    chunk: Chunk, doc_hash: str, chunk_count: int, tenant: str = DEFAULT_TENANT
-) -> dict[str, object]:
-    return {
-        "tenant": tenant,
-        "doc_id": chunk.doc_id,
-        "chunk_index": chunk.chunk_index,
-        "chunk_count": chunk_count,
-        "doc_hash": doc_hash,
-        "text": chunk.text,
-        "title": chunk.title,
-        "headings": list(chunk.headings),
-        "source": chunk.source,
-        "start": chunk.start,
-        "end": chunk.end,
-        "metadata": chunk.metadata,
-    }
 
 
 def batched(

@@ -2,7 +2,10 @@
 
 Read, highest priority first, from: keyword arguments (the CLI's flags), environment variables
 prefixed ``GROUNDED_`` (``GROUNDED_DATA_DIR``, ``GROUNDED_QDRANT_URL`` ...), a TOML config file
-(``GROUNDED_CONFIG`` or ``./grounded.toml`` when present), then the defaults below.
+(``GROUNDED_CONFIG`` or ``./grounded.toml`` when present), ``OPENAI_BASE_URL`` /
+``OPENAI_API_KEY`` (for ``llm_base_url`` / ``llm_api_key`` only), then the defaults below.
+
+docs/configuration.md is generated from the fields: ``python -m ingest.settings_docs``.
 
 Example::
 
@@ -14,10 +17,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import limits
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,12 +29,18 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .index.base import Fusion as FusionMethod
+from .index.base import Mode as SearchMode
 from .names import DEFAULT_TENANT, CollectionName, TenantName
 
-SearchMode = Literal["hybrid", "dense", "sparse"]
-FusionMethod = Literal["rrf", "dbsf"]
-
 DEFAULT_CONFIG_FILE = "grounded.toml"
+
+# Field -> the OpenAI SDK's variable that fills it when neither a keyword argument, a GROUNDED_
+# variable nor the TOML file sets it.
+OPENAI_FALLBACKS: dict[str, str] = {
+    "llm_base_url": "OPENAI_BASE_URL",
+    "llm_api_key": "OPENAI_API_KEY",
+}
 
 
 class Route(BaseModel):
@@ -38,13 +48,38 @@ class Route(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
-    description: str = Field(min_length=1, description="What questions belong here.")
+    name: str = Field(
+        min_length=1, description="Unique name; reported with each answer that takes the route."
+    )
+    description: str = Field(
+        min_length=1, description="What questions belong here; the routers match against it."
+    )
     collection: CollectionName | None = Field(
-        None, description="Collection to search; unset = default."
+        None, description="Collection to search; unset = the default collection."
     )
     prompt: str | None = Field(None, description="Extra instructions for the answer LLM.")
-    examples: list[str] = Field(default_factory=list, description="Example questions.")
+    examples: list[str] = Field(
+        default_factory=list, description="Example questions, matched like the description."
+    )
+
+
+class OpenAIFallbackSource(PydanticBaseSettingsSource):
+    """``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` (non-empty) for ``llm_base_url`` /
+    ``llm_api_key``; the last source, so keyword arguments, ``GROUNDED_`` variables and the TOML
+    file win over it."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = OPENAI_FALLBACKS.get(field_name)
+        value = os.environ.get(variable) if variable else None
+        return value or None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in OPENAI_FALLBACKS:
+            value, key, _ = self.get_field_value(self.settings_cls.model_fields[name], name)
+            if value is not None:
+                values[key] = value
+        return values
 
 
 def config_file_path() -> Path | None:
@@ -65,9 +100,13 @@ class Settings(BaseSettings):
 
     # Storage
     data_dir: Path = Field(Path("data"), description="Where the embedded Qdrant Edge shards live.")
-    qdrant_url: str | None = Field(None, description="Qdrant server/cluster URL; unset = embedded.")
-    qdrant_api_key: SecretStr | None = None
-    collection: CollectionName = Field("default", description="The default collection.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server or cluster URL; unset = embedded Qdrant Edge in data_dir."
+    )
+    qdrant_api_key: SecretStr | None = Field(None, description="API key of the Qdrant server.")
+    collection: CollectionName = Field(
+        "default", description="Collection used when a command or request names none."
+    )
     tenant: TenantName = Field(
         DEFAULT_TENANT,
         description="Tenant of local CLI ingest and search (API requests take their key's).",
@@ -80,52 +119,80 @@ class Settings(BaseSettings):
     )
     query_prefix: str = Field("", description="Prepended to queries (e5: 'query: ').")
     passage_prefix: str = Field("", description="Prepended to passages (e5: 'passage: ').")
-    embedding_batch_size: int = Field(64, gt=0)
-    embedding_device: str | None = None
+    embedding_batch_size: int = Field(64, gt=0, description="Texts per embedding forward pass.")
+    embedding_device: str | None = Field(
+        None,
+        description="Torch device of the embedding model and cross-encoder (e.g. 'cpu', "
+        "'cuda'); unset = picked automatically.",
+    )
 
     # Chunking (in tokens of the embedder's own tokenizer)
     chunk_size: int = Field(256, ge=16, description="Max tokens per chunk, context included.")
-    chunk_overlap: int = Field(32, ge=0)
+    chunk_overlap: int = Field(
+        32, ge=0, description="Tokens shared by neighbouring chunks; below chunk_size / 2."
+    )
 
     # BM25 (sparse vectors with Qdrant's IDF modifier)
-    bm25_k1: float = Field(1.2, ge=0)
-    bm25_b: float = Field(0.75, ge=0, le=1)
+    bm25_k1: float = Field(
+        1.2, ge=0, description="BM25 term-frequency saturation of new collections."
+    )
+    bm25_b: float = Field(
+        0.75, ge=0, le=1, description="BM25 length normalisation of new collections (0-1)."
+    )
     bm25_avg_len: float | None = Field(
         None, gt=0, description="Average chunk length in BM25 tokens; unset = measured at creation."
     )
-    bm25_language: str = "english"
+    bm25_language: str = Field("english", description="Language of BM25 stemming and stop words.")
 
     # Retrieval
-    search_mode: SearchMode = "hybrid"
-    fusion: FusionMethod = "rrf"
-    rrf_k: int = Field(60, gt=0)
-    dense_weight: float = Field(1.0, gt=0)
-    sparse_weight: float = Field(1.0, gt=0)
-    prefetch_limit: int = Field(100, gt=0, le=10_000)
-    top_k: int = Field(10, gt=0)
-    max_top_k: int = Field(100, gt=0)
+    search_mode: SearchMode = Field(
+        "hybrid", description="'hybrid' (dense + BM25), 'dense' or 'sparse' (BM25 only)."
+    )
+    fusion: FusionMethod = Field(
+        "rrf", description="How hybrid legs are fused: 'rrf' (reciprocal rank) or 'dbsf'."
+    )
+    rrf_k: int = Field(
+        60, gt=0, description="RRF constant k: a hit at rank r scores weight / (k + r)."
+    )
+    dense_weight: float = Field(1.0, gt=0, description="Weight of the dense leg in fusion.")
+    sparse_weight: float = Field(1.0, gt=0, description="Weight of the BM25 leg in fusion.")
+    prefetch_limit: int = Field(
+        100, gt=0, le=10_000, description="Candidates per leg before fusion."
+    )
+    top_k: int = Field(10, gt=0, description="Results per request when the request names none.")
+    max_top_k: int = Field(100, gt=0, description="Most results a request may ask for.")
 
     # Reranking (retrieve rerank_candidates, rerank, keep top_k)
-    reranker: Literal["none", "cross-encoder", "llm"] = "none"
+    reranker: Literal["none", "cross-encoder", "llm"] = Field(
+        "none", description="'cross-encoder', 'llm' (listwise, the answer LLM) or 'none'."
+    )
     reranker_model: str = Field(
         "cross-encoder/ms-marco-MiniLM-L-6-v2", description="CrossEncoder hub name or local path."
     )
-    rerank_candidates: int = Field(50, gt=0, le=1000)
-    reranker_batch_size: int = Field(32, gt=0)
-    reranker_max_length: int = Field(512, gt=0)
+    rerank_candidates: int = Field(
+        50, gt=0, le=1000, description="Chunks retrieved before reranking down to top_k."
+    )
+    reranker_batch_size: int = Field(32, gt=0, description="Query-chunk pairs per forward pass.")
+    reranker_max_length: int = Field(
+        512, gt=0, description="Tokens per query-chunk pair; longer pairs are cut."
+    )
     llm_rerank_window: int = Field(20, ge=2, description="Passages per listwise LLM call.")
     llm_rerank_step: int = Field(10, ge=1, description="Slide of the listwise window.")
-    llm_rerank_passage_tokens: int = Field(160, ge=16, description="Passage cut in the prompt.")
+    llm_rerank_passage_tokens: int = Field(
+        160, ge=16, description="Tokens of each passage in the listwise prompt."
+    )
 
     # Answer LLM (any OpenAI-compatible endpoint). OPENAI_BASE_URL / OPENAI_API_KEY are used
-    # when the GROUNDED_ variables are unset.
+    # when the GROUNDED_ variables are unset (OpenAIFallbackSource).
     generator: Literal["auto", "extractive", "llm"] = Field(
         "auto", description="auto = the LLM when one is configured, else extractive."
     )
-    llm_base_url: str | None = Field(None, description="e.g. http://localhost:8080/v1")
-    llm_api_key: SecretStr | None = None
+    llm_base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://localhost:8080/v1."
+    )
+    llm_api_key: SecretStr | None = Field(None, description="Bearer token of the endpoint.")
     llm_model: str | None = Field(None, description="Unset = the endpoint's only/first model.")
-    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0-2).")
     llm_max_tokens: int = Field(512, gt=0, description="Reply budget in tokens.")
     llm_context_window: int = Field(
         8192, ge=256, description="The model's context length; prompts are packed to fit it."
@@ -137,8 +204,10 @@ class Settings(BaseSettings):
     )
     llm_timeout: float = Field(30.0, gt=0, description="Seconds per attempt.")
     llm_deadline: float = Field(60.0, gt=0, description="Seconds for all attempts together.")
-    llm_max_retries: int = Field(3, ge=0)
-    llm_backoff: float = Field(0.5, ge=0, description="First retry delay; doubles each retry.")
+    llm_max_retries: int = Field(3, ge=0, description="Retries of timeouts, 429 and 5xx replies.")
+    llm_backoff: float = Field(
+        0.5, ge=0, description="Seconds before the first retry; doubles each retry."
+    )
     abstain_min_similarity: float | None = Field(
         None,
         ge=-1,
@@ -146,7 +215,9 @@ class Settings(BaseSettings):
         description="Abstain without calling the LLM when no context chunk reaches this cosine "
         "similarity to the question (embedding model specific; unset = off).",
     )
-    history_max_tokens: int = Field(1024, ge=0, description="Budget for earlier chat turns.")
+    history_max_tokens: int = Field(
+        1024, ge=0, description="Token budget for earlier chat turns in the prompt."
+    )
     attribution_min_similarity: float | None = Field(
         0.5,
         ge=-1,
@@ -160,18 +231,29 @@ class Settings(BaseSettings):
     hyde: bool = Field(False, description="Dense leg from an LLM-written hypothetical passage.")
 
     # Routing: questions go to the best matching route, or get "no matching source"
-    routes: list[Route] = Field(default_factory=list)
-    router: Literal["embedding", "llm"] = "embedding"
+    routes: list[Route] = Field(
+        default_factory=list,
+        description="Destinations questions are routed to: [[routes]] tables in the TOML file.",
+    )
+    router: Literal["embedding", "llm"] = Field(
+        "embedding", description="Picks the route: 'embedding' similarity or the 'llm'."
+    )
     route_min_score: float = Field(
         0.3, ge=0, le=1, description="Below this confidence: no matching source."
     )
 
     # API
-    host: str = "127.0.0.1"
-    port: int = Field(8000, gt=0, lt=65536)
-    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
-    max_query_chars: int = Field(4096, gt=0)
-    max_documents_per_request: int = Field(256, gt=0, description="Documents per /v1/ingest.")
+    host: str = Field("127.0.0.1", description="Address `grounded serve` binds to.")
+    port: int = Field(8000, gt=0, lt=65536, description="Port `grounded serve` listens on.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Bytes of one request body; larger get 413."
+    )
+    max_query_chars: int = Field(
+        4096, gt=0, description="Characters of one question; longer get 422."
+    )
+    max_documents_per_request: int = Field(
+        256, gt=0, description="Documents per /v1/ingest; more get 413."
+    )
     max_document_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="UTF-8 bytes of one document's text (API and CLI)."
     )
@@ -195,17 +277,20 @@ class Settings(BaseSettings):
         "auto", description="auto = on when the API binds beyond loopback."
     )
     keys_db: Path | None = Field(
-        None, description="SQLite file of API keys; unset = <data_dir>/keys.sqlite."
+        None, description="SQLite file of API keys; unset = keys.sqlite in data_dir."
     )
     rate_limit: str = Field(
         "600/minute", description="Per-key request limit (limits syntax, e.g. '10/second')."
     )
 
     # Judge LLM for answer evaluation (any OpenAI-compatible endpoint)
-    judge_base_url: str | None = None
-    judge_model: str | None = None
-    judge_api_key: SecretStr | None = None
-    judge_timeout: float = Field(120.0, gt=0)
+    judge_base_url: str | None = Field(
+        None,
+        description="Judge endpoint of `grounded eval answers`; judging needs it and judge_model.",
+    )
+    judge_model: str | None = Field(None, description="Model name of the judge LLM.")
+    judge_api_key: SecretStr | None = Field(None, description="Bearer token of the judge endpoint.")
+    judge_timeout: float = Field(120.0, gt=0, description="Seconds per judge request.")
 
     # Ingest
     ingest_batch_docs: int = Field(256, gt=0, description="Documents per embed/upsert batch.")
@@ -228,10 +313,6 @@ class Settings(BaseSettings):
         names = [r.name for r in self.routes]
         if len(set(names)) != len(names):
             raise ValueError(f"route names must be unique, got {names}")
-        if self.llm_base_url is None and os.environ.get("OPENAI_BASE_URL"):
-            self.llm_base_url = os.environ["OPENAI_BASE_URL"]
-        if self.llm_api_key is None and os.environ.get("OPENAI_API_KEY"):
-            self.llm_api_key = SecretStr(os.environ["OPENAI_API_KEY"])
         needs_llm = {
             "generator = 'llm'": self.generator == "llm",
             "reranker = 'llm'": self.reranker == "llm",
@@ -273,4 +354,5 @@ class Settings(BaseSettings):
         path = config_file_path()
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        sources.append(OpenAIFallbackSource(settings_cls))
         return tuple(sources)

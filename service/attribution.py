@@ -1,13 +1,14 @@
 """Citations for answers whose model wrote none: each sentence is matched to its best block.
 
 Small local models often ignore the ``[n]`` instruction. Rather than return an answer that
-cannot be checked, grounded splits it into sentences (pysbd) and scores each against every
-context block in two ways: cosine similarity of their embeddings (the retrieval model), and the
-share of the sentence's content words and numbers, those not already in the question, that the
-block contains (short answers such as "25 to 150 Hz" embed poorly but match exactly). The best
-block is cited when either score reaches ``min_similarity``. Sentences that match no block stay
-uncited, so an answer made up from outside knowledge stays visibly unsupported. Answers say
-``"citations_attributed": true`` when this ran, so nobody mistakes it for the model's citing.
+cannot be checked, grounded splits it into sentences (:mod:`service.sentences`) and scores each
+against every context block (:func:`service.prompts.format_block`) in two ways: cosine similarity
+of their embeddings (the retrieval model), and the share of the sentence's content words and
+numbers, those not already in the question, that the block contains (short answers such as
+"25 to 150 Hz" embed poorly but match exactly). The best block is cited when either score reaches
+``min_similarity``. Sentences that match no block stay uncited, so an answer made up from outside
+knowledge stays visibly unsupported. Answers say ``"citations_attributed": true`` when this ran,
+so nobody mistakes it for the model's citing.
 
 Example::
 

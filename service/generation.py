@@ -5,17 +5,20 @@ cosine similarity to the query embedding, keeps the best few, and writes them in
 each followed by a ``[n]`` citation that points at the n-th retrieved chunk. Bracketed numbers
 inside the quoted text (``[3]``, ``[1, 2]``, a document forging citations) are rewritten as
 ``(3)``, ``(1, 2)`` first, so every ``[n]`` in the answer is one grounded wrote and resolves to
-``answer.citations``. An LLM generator plugs into the same :class:`Generator` slot.
+``answer.citations``. An LLM generator (:mod:`service.llm_generation`) and the LLM-with-fallback
+(:mod:`service.fallback`) plug into the same :class:`Generator` slot.
 
 Example::
 
     answer = ExtractiveGenerator(embedder).generate("what is BM25?", result)
     print(answer.text)   # "BM25 is a ranking function ... [1]"
+    for item in ExtractiveGenerator(embedder).stream("what is BM25?", result):
+        ...              # the text, then the Answer
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,7 +69,20 @@ class Answer:
     degraded_reason: str | None = None
 
 
+@dataclass
+class StreamReset:
+    """Streaming only: the generator failed after sending text; discard it, the fallback follows."""
+
+    reason: str
+
+
 class Generator(Protocol):
+    """Writes an :class:`Answer` from the retrieved chunks, whole or streamed.
+
+    ``stream`` yields text deltas, a :class:`StreamReset` when text already sent is void, and
+    ends with the :class:`Answer` (its ``text`` is authoritative).
+    """
+
     name: str
 
     def generate(
@@ -77,6 +93,15 @@ class Generator(Protocol):
         history: Sequence[dict[str, str]] = (),
         instructions: str | None = None,
     ) -> Answer: ...
+
+    def stream(
+        self,
+        query: str,
+        retrieval: RetrievalResult,
+        *,
+        history: Sequence[dict[str, str]] = (),
+        instructions: str | None = None,
+    ) -> Iterator[str | StreamReset | Answer]: ...
 
 
 @dataclass(frozen=True)
@@ -156,3 +181,16 @@ class ExtractiveGenerator:
             cited.setdefault(chunk.rank, Citation.of(chunk.rank, chunk))
         citations = sorted(cited.values(), key=lambda c: c.number)
         return Answer(" ".join(parts), self.name, citations, context=top)
+
+    def stream(
+        self,
+        query: str,
+        retrieval: RetrievalResult,
+        *,
+        history: Sequence[dict[str, str]] = (),
+        instructions: str | None = None,
+    ) -> Iterator[str | Answer]:
+        """The whole text at once, then the :class:`Answer`."""
+        answer = self.generate(query, retrieval, history=history, instructions=instructions)
+        yield answer.text
+        yield answer

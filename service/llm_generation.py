@@ -4,8 +4,8 @@ The prompt (:mod:`service.prompts`) numbers the context blocks and fences their 
 data (a per-prompt nonce in the fence tag, forged tags and ``[n]`` markers in the text escaped);
 the reply's citations are resolved to those blocks (:mod:`service.citations`), invalid ones are
 dropped and reported, and a reply that says the documents lack the answer becomes ``abstained``.
-LLM failures raise :class:`~service.llm.LLMError`; the pipeline turns them into a degraded
-extractive answer.
+LLM failures raise :class:`~service.llm.LLMError`; :class:`~service.fallback.FallbackGenerator`
+turns them into a degraded extractive answer.
 
 Example::
 
@@ -17,6 +17,9 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+
+from ingest.embedding import Embedder
+from ingest.settings import Settings
 
 from .attribution import Attributor
 from .citations import parse_answer
@@ -57,6 +60,22 @@ class LLMGenerator:
         self.context_window = context_window
         self.reply_tokens = reply_tokens
         self.history_tokens = history_tokens
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, llm: ChatLLM, counter: TokenCounter, embedder: Embedder
+    ) -> LLMGenerator:
+        """Budgets from settings; ``embedder`` attributes uncited replies when
+        ``attribution_min_similarity`` is set."""
+        floor = settings.attribution_min_similarity
+        return cls(
+            llm,
+            counter,
+            context_window=settings.llm_context_window,
+            reply_tokens=settings.llm_max_tokens,
+            history_tokens=settings.history_max_tokens,
+            attributor=Attributor(embedder, floor) if floor is not None else None,
+        )
 
     def prompt(
         self,

@@ -2,13 +2,16 @@
 
 The API, the CLI and the evals call the same :class:`RagPipeline`, so what is measured is what
 is served. A query runs: route (optional) → query transforms (multi-query, HyDE; optional) →
-hybrid retrieval → rerank (optional) → abstention floor → generate (LLM, or extractive when no LLM
-is configured or the LLM fails, then marked ``degraded``). Every stage adds its time to
-``timings``.
+hybrid retrieval → rerank (optional) → abstention floor → generate (a
+:class:`~service.generation.Generator`: the LLM behind a
+:class:`~service.fallback.FallbackGenerator`, which answers extractively and marks the answer
+``degraded`` when the LLM fails, or the extractive generator when no LLM is configured). Every
+stage adds its time to ``timings``.
 
 Example::
 
-    pipeline = RagPipeline.from_settings(Settings())
+    pipeline = RagPipeline.from_settings(Settings())      # or with ready-made parts:
+    pipeline = RagPipeline.from_settings(settings, index=index, embedder=embedder)
     result = pipeline.query(SearchParams("what is grounded?", collection="docs"))
     print(result.answer.text, result.answer.citations)
     pipeline.close()
@@ -21,19 +24,17 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from ingest.build import build_embedder, build_ingestor
 from ingest.documents import Document
 from ingest.embedding import Embedder
 from ingest.index import VectorIndex, open_index, require_manifest
 from ingest.names import DEFAULT_TENANT
-from ingest.pipeline import IngestReport, ProgressFn
+from ingest.pipeline import Ingestor, IngestReport, ProgressFn
 from ingest.settings import Settings
 
 from . import metrics
-from .attribution import Attributor
-from .generation import Answer, ExtractiveGenerator
+from .fallback import FallbackGenerator
+from .generation import Answer, ExtractiveGenerator, Generator, StreamReset
 from .llm import ChatLLM, LLMError, Message, OpenAIChat
 from .llm_generation import LLMGenerator
 from .prompts import NOT_FOUND
@@ -41,7 +42,7 @@ from .rerank import CrossEncoderReranker, LLMReranker, Reranker
 from .retrieval import HybridRetriever, RetrievalResult, Retriever, SearchParams
 from .routing import NO_MATCHING_SOURCE, EmbeddingRouter, LLMRouter, RouteDecision, Router
 from .tokens import TokenCounter, build_token_counter
-from .transforms import expand_queries, hyde_vector, hypothetical_passage, rrf_fuse
+from .transforms import fuse_rephrasings, retrieve_with_hyde
 
 
 class NotConfigured(ValueError):
@@ -85,13 +86,6 @@ class Prepared:
         return QueryResult(self.retrieval, answer, timings, self.params, self.route, self.warnings)
 
 
-@dataclass
-class StreamReset:
-    """Streaming only: the LLM failed after sending text; discard it, the fallback follows."""
-
-    reason: str
-
-
 class RagPipeline:
     """Retrieval, answer generation and ingest over one index and one embedder.
 
@@ -120,20 +114,13 @@ class RagPipeline:
         self.llm = llm
         self.counter = counter or build_token_counter(settings, embedder)
         self.llm_generator = (
-            LLMGenerator(
-                llm,
-                self.counter,
-                context_window=settings.llm_context_window,
-                reply_tokens=settings.llm_max_tokens,
-                history_tokens=settings.history_max_tokens,
-                attributor=(
-                    Attributor(embedder, settings.attribution_min_similarity)
-                    if settings.attribution_min_similarity is not None
-                    else None
-                ),
-            )
+            LLMGenerator.from_settings(settings, llm, self.counter, embedder)
             if llm is not None
             else None
+        )
+        # LLM answers degrade to extractive ones instead of failing.
+        self._llm_answers = (
+            FallbackGenerator(self.llm_generator, self.extractive) if self.llm_generator else None
         )
         self.reranker = reranker
         self.router = router
@@ -142,18 +129,33 @@ class RagPipeline:
         self._write_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, index: VectorIndex | None = None) -> RagPipeline:
-        embedder = build_embedder(settings)
-        llm = OpenAIChat.from_settings(settings) if settings.llm_configured else None
-        counter = build_token_counter(settings, embedder)
+    def from_settings(
+        cls,
+        settings: Settings,
+        index: VectorIndex | None = None,
+        *,
+        embedder: Embedder | None = None,
+        llm: ChatLLM | None = None,
+        reranker: Reranker | None = None,
+        router: Router | None = None,
+        counter: TokenCounter | None = None,
+    ) -> RagPipeline:
+        """The pipeline the settings describe; each component given is used instead of being
+        built (``llm=None`` builds one when the settings configure one)."""
+        if embedder is None:
+            embedder = build_embedder(settings)
+        if llm is None and settings.llm_configured:
+            llm = OpenAIChat.from_settings(settings)
+        if counter is None:
+            counter = build_token_counter(settings, embedder)
         return cls(
             settings,
-            index or open_index(settings),
+            index if index is not None else open_index(settings),
             embedder,
-            reranker=build_reranker(settings, llm, counter),
+            reranker=reranker if reranker is not None else build_reranker(settings, llm, counter),
             llm=llm,
             counter=counter,
-            router=build_router(settings, embedder, llm),
+            router=router if router is not None else build_router(settings, embedder, llm),
         )
 
     @property
@@ -207,66 +209,23 @@ class RagPipeline:
             max(params.top_k, self.settings.rerank_candidates) if params.rerank else params.top_k
         )
         wide = replace(params, top_k=depth)
-        warnings: list[str] = []
-        transforms: dict[str, object] = {}
-        timings: dict[str, float] = {}
-        dense_vector = None
         if params.hyde:
-            t = time.perf_counter()
-            dense_vector = self._hyde_vector(params.query, transforms, warnings)
-            timings["hyde_ms"] = _ms(t)
-        result = self.retriever.retrieve(wide, dense_vector=dense_vector)
-        result.timings = {**timings, **result.timings}
+            llm = self._require_llm("HyDE")
+            result = retrieve_with_hyde(llm, self.embedder, self.retriever, wide)
+        else:
+            result = self.retriever.retrieve(wide)
         if params.multi_query:
-            self._expand(wide, params.multi_query, result, transforms, warnings)
+            llm = self._require_llm("multi-query")
+            fuse_rephrasings(llm, self.retriever, wide, params.multi_query, result)
         if params.rerank and self.reranker is not None:
             t = time.perf_counter()
             try:
                 result.chunks = self.reranker.rerank(params.query, result.chunks, params.top_k)
             except LLMError as exc:
-                warnings.append(f"reranking skipped: {exc.reason}")
+                result.warnings.append(f"reranking skipped: {exc.reason}")
             result.timings["rerank_ms"] = _ms(t)
         result.chunks = result.chunks[: params.top_k]
-        result.transforms = transforms
-        result.warnings = warnings
         return result
-
-    def _hyde_vector(
-        self, question: str, transforms: dict[str, object], warnings: list[str]
-    ) -> np.ndarray | None:
-        try:
-            passage = hypothetical_passage(self._require_llm("HyDE"), question)
-        except LLMError as exc:
-            warnings.append(f"HyDE skipped: {exc.reason}")
-            return None
-        transforms["hyde_passage"] = passage
-        return hyde_vector(
-            self.embedder.embed_query(question), self.embedder.embed_documents([passage])[0]
-        )
-
-    def _expand(
-        self,
-        params: SearchParams,
-        n: int,
-        result: RetrievalResult,
-        transforms: dict[str, object],
-        warnings: list[str],
-    ) -> None:
-        """Search ``n`` LLM rephrasings too and RRF-fuse them into ``result``."""
-        t = time.perf_counter()
-        queries: list[str] = []
-        try:
-            queries = expand_queries(self._require_llm("multi-query"), params.query, n)
-        except LLMError as exc:
-            warnings.append(f"multi-query skipped: {exc.reason}")
-        result.timings["expand_ms"] = _ms(t)
-        transforms["queries"] = queries
-        if queries:
-            t = time.perf_counter()
-            lists = [result.chunks]
-            lists += [self.retriever.retrieve(replace(params, query=q)).chunks for q in queries]
-            result.chunks = rrf_fuse(lists, params.top_k)
-            result.timings["multi_query_search_ms"] = _ms(t)
 
     # Answers -------------------------------------------------------------------------------
 
@@ -308,19 +267,12 @@ class RagPipeline:
                 prep.answer = Answer(NOT_FOUND, "abstention-floor", abstained=True)
         return prep
 
-    def _generator(self, name: str | None) -> LLMGenerator | ExtractiveGenerator:
-        name = name or self.generator_name
-        if name == "llm":
+    def _generator(self, name: str | None) -> Generator:
+        if (name or self.generator_name) == "llm":
             self._require_llm("the llm generator")
-            assert self.llm_generator is not None
-            return self.llm_generator
+            assert self._llm_answers is not None
+            return self._llm_answers
         return self.extractive
-
-    def _degraded(self, question: str, retrieval: RetrievalResult, reason: str) -> Answer:
-        answer = self.extractive.generate(question, retrieval)
-        answer.degraded = True
-        answer.degraded_reason = reason
-        return answer
 
     def query(
         self,
@@ -342,19 +294,13 @@ class RagPipeline:
         gen = self._generator(generator)
         prep = self._prepare_answer(params, route, instructions)
         timings = dict(prep.retrieval.timings)
-        answer = prep.answer
-        if answer is None:
-            t = time.perf_counter()
-            try:
-                answer = gen.generate(
-                    prep.params.query,
-                    prep.retrieval,
-                    history=history,
-                    instructions=prep.instructions,
-                )
-            except LLMError as exc:
-                answer = self._degraded(prep.params.query, prep.retrieval, exc.reason)
-            timings["generate_ms"] = _ms(t)
+        if prep.answer is not None:
+            return prep.result(prep.answer, timings)
+        t = time.perf_counter()
+        answer = gen.generate(
+            prep.params.query, prep.retrieval, history=history, instructions=prep.instructions
+        )
+        timings["generate_ms"] = _ms(t)
         return prep.result(answer, timings)
 
     def query_stream(
@@ -368,48 +314,44 @@ class RagPipeline:
     ) -> tuple[Prepared, Iterator[str | StreamReset | QueryResult]]:
         """Route and retrieve now (their errors raise here, so an API can still send a 4xx),
         and return the retrieval with an iterator of text deltas (and a :class:`StreamReset` if
-        the LLM breaks off) that ends with the :class:`QueryResult`."""
+        the LLM breaks off) that ends with the :class:`QueryResult`. Arguments as :meth:`query`."""
         gen = self._generator(generator)
         prep = self._prepare_answer(params, route, instructions)
         return prep, self._stream(prep, gen, history)
 
     def _stream(
-        self,
-        prep: Prepared,
-        gen: LLMGenerator | ExtractiveGenerator,
-        history: Sequence[Message],
+        self, prep: Prepared, gen: Generator, history: Sequence[Message]
     ) -> Iterator[str | StreamReset | QueryResult]:
         timings = dict(prep.retrieval.timings)
         t = time.perf_counter()
-        answer = prep.answer
-        question = prep.params.query
-        if answer is None and isinstance(gen, LLMGenerator):
-            sent = False
-            try:
-                for item in gen.stream(
-                    question, prep.retrieval, history=history, instructions=prep.instructions
-                ):
-                    if isinstance(item, Answer):
-                        answer = item
-                        continue
-                    if not sent:
-                        timings["first_token_ms"] = _ms(prep.started)
-                    sent = True
-                    yield item
-            except LLMError as exc:
-                answer = self._degraded(question, prep.retrieval, exc.reason)
-                if sent:
-                    yield StreamReset(exc.reason)
-                yield answer.text
-        else:
-            if answer is None:
-                answer = gen.generate(question, prep.retrieval)
-            yield answer.text
+        answer, first_ms, reset = prep.answer, None, False
+        items = (
+            gen.stream(
+                prep.params.query, prep.retrieval, history=history, instructions=prep.instructions
+            )
+            if answer is None
+            else iter([answer.text, answer])
+        )
+        for item in items:
+            if isinstance(item, Answer):
+                answer = item
+                continue
+            first_ms = _ms(prep.started) if first_ms is None else first_ms
+            reset = reset or isinstance(item, StreamReset)
+            yield item
         assert answer is not None
+        # The model's first token; not quoted text (extractive, an abstention, or the fallback
+        # when it took over before the model sent any).
+        from_model = gen is not self.extractive and prep.answer is None
+        if first_ms is not None and from_model and (reset or not answer.degraded):
+            timings["first_token_ms"] = first_ms
         timings["generate_ms"] = _ms(t)
         yield prep.result(answer, timings)
 
     # Ingest --------------------------------------------------------------------------------
+
+    def _ingestor(self, collection: str, tenant: str) -> Ingestor:
+        return build_ingestor(self.settings, self.index, self.embedder, collection, tenant)
 
     def ingest(
         self,
@@ -419,13 +361,11 @@ class RagPipeline:
         tenant: str = DEFAULT_TENANT,
     ) -> IngestReport:
         with self._write_lock:
-            ingestor = build_ingestor(self.settings, self.index, self.embedder, collection, tenant)
-            return ingestor.ingest(documents, progress)
+            return self._ingestor(collection, tenant).ingest(documents, progress)
 
     def delete(self, doc_ids: Sequence[str], collection: str, tenant: str = DEFAULT_TENANT) -> int:
         with self._write_lock:
-            ingestor = build_ingestor(self.settings, self.index, self.embedder, collection, tenant)
-            return ingestor.delete(doc_ids)
+            return self._ingestor(collection, tenant).delete(doc_ids)
 
     def drop_collection(self, collection: str) -> None:
         """Remove a collection with every tenant's points (operators only)."""
@@ -441,9 +381,7 @@ class RagPipeline:
 
     def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
         require_manifest(self.index, collection)
-        return build_ingestor(
-            self.settings, self.index, self.embedder, collection, tenant
-        ).document_sources()
+        return self._ingestor(collection, tenant).document_sources()
 
     def close(self) -> None:
         self.index.close()

@@ -118,13 +118,13 @@ class Prompt:
 
 def format_block(number: int, chunk: RetrievedChunk) -> str:
     """Label and raw text, unfenced: what attribution compares answer sentences with."""
-    heading = " > ".join(h for h in [chunk.title, *chunk.headings] if h)
+    heading = chunk_context(chunk.title, chunk.headings)
     return f"[{number}] {heading}\n{chunk.text}" if heading else f"[{number}] {chunk.text}"
 
 
 def block_label(number: int, chunk: RetrievedChunk) -> str:
     """``[n] Title > Heading`` on one line, sanitised like the text: titles come from documents."""
-    heading = chunk_context(chunk.title, tuple(chunk.headings))
+    heading = chunk_context(chunk.title, chunk.headings)
     heading = sanitise(" ".join(heading.split()))[:MAX_LABEL_CHARS]
     return f"[{number}] {heading}" if heading else f"[{number}]"
 

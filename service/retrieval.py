@@ -21,9 +21,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from ingest.embedding import Embedder
-from ingest.index import FieldFilter, SearchQuery, VectorIndex, require_manifest
+from ingest.index import FieldFilter, Hit, SearchQuery, VectorIndex, require_manifest
 from ingest.index.base import Fusion, Mode
 from ingest.names import DEFAULT_TENANT
+from ingest.payload import StoredChunk
 from ingest.settings import Settings
 from ingest.sparse import Bm25Encoder
 
@@ -63,6 +64,25 @@ class RetrievedChunk:
     # when the abstention floor is set: fused and BM25 scores have no fixed scale.
     similarity: float | None = None
 
+    @classmethod
+    def from_hit(cls, rank: int, hit: Hit, similarity: float | None = None) -> RetrievedChunk:
+        stored = StoredChunk.from_payload(hit.payload)
+        return cls(
+            rank=rank,
+            score=hit.score,
+            id=hit.id,
+            doc_id=stored.doc_id,
+            chunk_index=stored.chunk_index,
+            title=stored.title,
+            text=stored.text,
+            source=stored.source,
+            start=stored.start,
+            end=stored.end,
+            headings=stored.headings,
+            metadata=stored.metadata,
+            similarity=similarity,
+        )
+
 
 @dataclass
 class RetrievalResult:
@@ -75,7 +95,11 @@ class RetrievalResult:
 
 class Retriever(Protocol):
     def retrieve(
-        self, params: SearchParams, *, dense_vector: np.ndarray | None = None
+        self,
+        params: SearchParams,
+        *,
+        dense_vector: np.ndarray | None = None,
+        query_vector: np.ndarray | None = None,
     ) -> RetrievalResult: ...
 
 
@@ -107,15 +131,22 @@ class HybridRetriever:
         return encoder
 
     def retrieve(
-        self, params: SearchParams, *, dense_vector: np.ndarray | None = None
+        self,
+        params: SearchParams,
+        *,
+        dense_vector: np.ndarray | None = None,
+        query_vector: np.ndarray | None = None,
     ) -> RetrievalResult:
-        """Search; ``dense_vector`` replaces the question's embedding in the dense leg (HyDE)."""
+        """Search; ``dense_vector`` replaces the question's embedding in the dense leg (HyDE),
+        and ``query_vector`` is the question's embedding when the caller already has it."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         sparse_encoder = self._sparse_encoder(params.collection)
         dense = sparse = question = None
         wants_similarity = self.settings.abstain_min_similarity is not None
-        if params.mode in ("hybrid", "dense") or wants_similarity:
+        if query_vector is not None:
+            question = query_vector
+        elif params.mode in ("hybrid", "dense") or wants_similarity:
             t = time.perf_counter()
             question = self.embedder.embed_query(params.query)
             timings["embed_ms"] = _ms(t)
@@ -146,21 +177,7 @@ class HybridRetriever:
         )
         timings["search_ms"] = _ms(t)
         chunks = [
-            RetrievedChunk(
-                rank=rank,
-                score=hit.score,
-                id=hit.id,
-                doc_id=str(hit.payload.get("doc_id", "")),
-                chunk_index=int(hit.payload.get("chunk_index", 0)),
-                title=str(hit.payload.get("title", "")),
-                text=str(hit.payload.get("text", "")),
-                source=str(hit.payload.get("source", "")),
-                start=int(hit.payload.get("start", 0)),
-                end=int(hit.payload.get("end", 0)),
-                headings=list(hit.payload.get("headings") or []),
-                metadata=dict(hit.payload.get("metadata") or {}),
-                similarity=_cosine(question, hit.dense),
-            )
+            RetrievedChunk.from_hit(rank, hit, _cosine(question, hit.dense))
             for rank, hit in enumerate(hits, start=1)
         ]
         timings["retrieval_ms"] = _ms(started)

@@ -4,10 +4,14 @@ A ``pysbd.Segmenter`` keeps the text it is splitting on the instance and compute
 spans from it, so one segmenter shared by concurrent requests can return another request's
 offsets. Each thread gets its own.
 
+The one sentence splitter of grounded: extractive answers, attribution and eval's hallucination
+detector all split with it, so they agree on what a sentence is.
+
 Example::
 
     for span in sentence_spans("One. Two."):
         span.sent, span.start   # "One. ", 0
+    sentences("One. Two.")      # ["One. ", "Two."]
 """
 
 from __future__ import annotations
@@ -26,3 +30,8 @@ def sentence_spans(text: str) -> list[Any]:
 
         segmenter = _local.segmenter = pysbd.Segmenter(language="en", clean=False, char_span=True)
     return list(segmenter.segment(text))
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (pysbd, nothing cleaned), trailing spaces included."""
+    return [span.sent for span in sentence_spans(text)]

@@ -10,18 +10,23 @@ Example::
 
     queries = expand_queries(llm, "how do cats purr?", 3)
     passage = hypothetical_passage(llm, "how do cats purr?")
+    result = retrieve_with_hyde(llm, embedder, retriever, params)   # HyDE's dense leg
+    fuse_rephrasings(llm, retriever, params, 3, result)             # + 3 rephrasings, fused
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from .llm import ChatLLM
-from .retrieval import RetrievedChunk
+from ingest.embedding import Embedder
+
+from .llm import ChatLLM, LLMError
+from .retrieval import RetrievalResult, RetrievedChunk, Retriever, SearchParams
 
 MULTI_QUERY_PROMPT = """Write {n} different search queries that would find documents answering \
 the question below. Vary the wording and use synonyms. Write one query per line, with no \
@@ -90,3 +95,54 @@ def rrf_fuse(
         replace(first[cid], rank=rank, score=round(scores[cid], 6))
         for rank, cid in enumerate(order, start=1)
     ]
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
+
+
+def retrieve_with_hyde(
+    llm: ChatLLM, embedder: Embedder, retriever: Retriever, params: SearchParams
+) -> RetrievalResult:
+    """Retrieve with HyDE's vector in the dense leg. The question is embedded once, here, and the
+    retriever reuses that vector; when the LLM fails, the dense leg is the question's own and the
+    result carries a warning."""
+    t = time.perf_counter()
+    question_vector = embedder.embed_query(params.query)
+    timings = {"embed_ms": _ms(t)}
+    t = time.perf_counter()
+    dense_vector, passage, warning = None, None, None
+    try:
+        passage = hypothetical_passage(llm, params.query)
+        dense_vector = hyde_vector(question_vector, embedder.embed_documents([passage])[0])
+    except LLMError as exc:
+        warning = f"HyDE skipped: {exc.reason}"
+    timings["hyde_ms"] = _ms(t)
+    result = retriever.retrieve(params, dense_vector=dense_vector, query_vector=question_vector)
+    result.timings = {**timings, **result.timings}
+    if passage is not None:
+        result.transforms["hyde_passage"] = passage
+    if warning:
+        result.warnings.append(warning)
+    return result
+
+
+def fuse_rephrasings(
+    llm: ChatLLM, retriever: Retriever, params: SearchParams, n: int, result: RetrievalResult
+) -> None:
+    """Search ``n`` LLM rephrasings of ``params.query`` too and RRF-fuse them into ``result``
+    (``params.top_k`` chunks); when the LLM fails, ``result`` keeps its chunks and a warning."""
+    t = time.perf_counter()
+    queries: list[str] = []
+    try:
+        queries = expand_queries(llm, params.query, n)
+    except LLMError as exc:
+        result.warnings.append(f"multi-query skipped: {exc.reason}")
+    result.timings["expand_ms"] = _ms(t)
+    result.transforms["queries"] = queries
+    if queries:
+        t = time.perf_counter()
+        lists = [result.chunks]
+        lists += [retriever.retrieve(replace(params, query=q)).chunks for q in queries]
+        result.chunks = rrf_fuse(lists, params.top_k)
+        result.timings["multi_query_search_ms"] = _ms(t)

@@ -1,9 +1,13 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from ingest.settings import Settings
+from ingest import settings_docs
+from ingest.index.base import Fusion, Mode
+from ingest.settings import FusionMethod, Route, SearchMode, Settings
 
 
 def test_defaults() -> None:
@@ -60,6 +64,31 @@ def test_llm_settings_honour_openai_variables(monkeypatch: pytest.MonkeyPatch) -
     assert Settings().llm_base_url == "http://vllm:8000/v1"  # ours beat OpenAI's
 
 
+def test_openai_variables_come_after_flags_grounded_variables_and_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://openai/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("GROUNDED_LLM_BASE_URL", "http://grounded/v1")
+    monkeypatch.setenv("GROUNDED_LLM_API_KEY", "sk-grounded")
+    s = Settings()
+    assert s.llm_base_url == "http://grounded/v1"  # GROUNDED_ beats OPENAI_
+    assert s.llm_api_key is not None and s.llm_api_key.get_secret_value() == "sk-grounded"
+    s = Settings(llm_base_url="http://flag/v1", llm_api_key="sk-flag")
+    assert s.llm_base_url == "http://flag/v1"  # flags beat both
+    assert s.llm_api_key is not None and s.llm_api_key.get_secret_value() == "sk-flag"
+    monkeypatch.delenv("GROUNDED_LLM_BASE_URL")
+    monkeypatch.delenv("GROUNDED_LLM_API_KEY")
+    config = tmp_path / "conf.toml"
+    config.write_text('llm_base_url = "http://toml/v1"\n')
+    monkeypatch.setenv("GROUNDED_CONFIG", str(config))
+    s = Settings()
+    assert s.llm_base_url == "http://toml/v1"  # the config file beats OPENAI_
+    assert s.llm_api_key is not None and s.llm_api_key.get_secret_value() == "sk-openai"
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    assert Settings().llm_api_key is None  # an empty OPENAI_ variable is unset
+
+
 def test_llm_features_without_an_llm_are_refused() -> None:
     for option in ({"hyde": True}, {"multi_query": 2}, {"reranker": "llm"}, {"generator": "llm"}):
         with pytest.raises(ValidationError, match="need\\(s\\) an LLM"):
@@ -84,3 +113,25 @@ def test_routes_from_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     s = Settings()
     assert [r.name for r in s.routes] == ["billing", "docs"] and s.route_min_score == 0.4
     assert s.routes[0].collection == "bills" and s.routes[0].examples
+
+
+def test_search_mode_and_fusion_are_the_index_types() -> None:
+    assert SearchMode is Mode and FusionMethod is Fusion
+    for first in ("ingest.settings", "ingest.index"):  # no import cycle either way
+        subprocess.run([sys.executable, "-c", f"import {first}"], check=True)
+
+
+@pytest.mark.parametrize("model", [Settings, Route])
+def test_every_field_has_a_description(model: type[Settings] | type[Route]) -> None:
+    missing = [name for name, field in model.model_fields.items() if not field.description]
+    assert not missing, f"{model.__name__} fields without a description: {missing}"
+
+
+def test_configuration_docs_are_generated_from_the_settings() -> None:
+    page = settings_docs.DOCS_PATH.read_text(encoding="utf-8")
+    assert page == settings_docs.render_page(page), (
+        f"docs/configuration.md is out of date: run `{settings_docs.REGENERATE}`"
+    )
+    for name in Settings.model_fields:
+        assert f"\n| {name} | GROUNDED_{name.upper()}" in page
+    assert "| qdrant_api_key | GROUNDED_QDRANT_API_KEY | unset |" in page  # secrets stay unset

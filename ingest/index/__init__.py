@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..settings import Settings
+from typing import TYPE_CHECKING
+
 from .base import (
     CollectionNotFound,
     DocState,
@@ -17,6 +18,9 @@ from .base import (
     require_manifest,
 )
 from .edge import DataDirLocked, EdgeIndex
+
+if TYPE_CHECKING:  # settings import this package's types; only the annotation needs Settings
+    from ..settings import Settings
 
 __all__ = [
     "CollectionNotFound",

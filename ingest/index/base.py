@@ -2,8 +2,14 @@
 
 Two adapters implement it: :class:`ingest.index.edge.EdgeIndex` (Qdrant Edge, in-process, the
 default) and :class:`ingest.index.server.ServerIndex` (qdrant-client against a server or cluster).
-Each collection holds one point per chunk with a dense vector ``dense`` (cosine) and a sparse
-vector ``bm25`` (IDF modifier), and records the embedding model it was built with.
+Each collection holds one point per chunk with a dense vector ``dense`` (cosine), a sparse
+vector ``bm25`` (IDF modifier) and the chunk's payload (:mod:`ingest.payload`), and records the
+embedding model it was built with.
+
+Both adapters derive from :class:`QdrantAdapter`, which holds everything that is not an SDK call:
+the filter each call needs, the :class:`QueryPlan` of a search, paging and the shape of results.
+An adapter keeps its collection handling, a :class:`Dialect` (how its SDK spells conditions,
+vectors and queries) and one small method per engine call.
 
 Tenants share collections (Qdrant's payload-partitioned multitenancy): every point carries a
 ``tenant`` keyword (indexed with ``is_tenant``), and every read, count and delete that takes a
@@ -15,22 +21,21 @@ doc id can reach another tenant's points. Collection names are checked here too
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ..names import DEFAULT_TENANT
+from ..payload import FILTERABLE_FIELDS as FILTERABLE_FIELDS
+from ..payload import STATE_FIELDS, TENANT
 from ..sparse import Bm25Params, SparseVec
 
 DENSE = "dense"
 SPARSE = "bm25"
-TENANT = "tenant"
-# Payload fields with an index: what filters, re-ingest checks and pruning look up. The tenant
-# field gets its own index with ``is_tenant`` so Qdrant co-locates each tenant's points.
-KEYWORD_FIELDS = ("doc_id", "source", "doc_hash")
-INTEGER_FIELDS = ("chunk_index",)
-FILTERABLE_FIELDS = ("doc_id", "source", "title", "chunk_index")
 
+# The one spelling of the search modes and fusions: settings, request schemas, retrieval and
+# the query plan below all name these.
 Mode = Literal["hybrid", "dense", "sparse"]
 Fusion = Literal["rrf", "dbsf"]
 
@@ -104,6 +109,24 @@ class Hit:
     payload: dict[str, Any]
     dense: list[float] | None = None  # the chunk's dense vector, for a mode-independent relevance
 
+    @classmethod
+    def of(cls, point: Any) -> Hit:
+        """A scored point of either SDK (both have ``id``, ``score``, ``payload``, ``vector``)."""
+        return cls(
+            str(point.id), float(point.score), dict(point.payload or {}), hit_dense(point.vector)
+        )
+
+
+def hit_dense(vector: Any) -> list[float] | None:
+    """The dense vector of a returned point's named vectors, or None when it was not asked for.
+
+    Both SDKs return ``{name: vector}`` with the dense vector as a plain list of floats, and
+    None in place of the dict when no vector was asked for; anything else under the name (a
+    sparse vector, say) is not a dense vector.
+    """
+    value = vector.get(DENSE) if isinstance(vector, dict) else None
+    return list(value) if isinstance(value, list) else None
+
 
 @dataclass(frozen=True)
 class FieldFilter:
@@ -120,6 +143,10 @@ class FieldFilter:
     @property
     def is_range(self) -> bool:
         return any(v is not None for v in (self.gte, self.gt, self.lte, self.lt))
+
+    @property
+    def bounds(self) -> dict[str, float | None]:
+        return {"gte": self.gte, "gt": self.gt, "lte": self.lte, "lt": self.lt}
 
 
 @dataclass(frozen=True)
@@ -172,9 +199,6 @@ class DocState:
         self.points += 1
 
 
-STATE_FIELDS = ["doc_id", "doc_hash", "chunk_index", "chunk_count"]
-
-
 def tenant_condition(tenant: str) -> FieldFilter:
     return FieldFilter(TENANT, value=tenant)
 
@@ -184,12 +208,147 @@ def docs_condition(doc_ids: Sequence[str]) -> FieldFilter:
 
 
 def states_from_payloads(payloads: Iterable[Mapping[str, Any] | None]) -> dict[str, DocState]:
-    """Group scrolled payloads (with :data:`STATE_FIELDS`) into one :class:`DocState` per doc."""
+    """Group payloads scrolled with :data:`~ingest.payload.STATE_FIELDS` into one
+    :class:`DocState` per document."""
     states: dict[str, DocState] = {}
     for payload in payloads:
         if payload:
             states.setdefault(str(payload["doc_id"]), DocState()).add(payload)
     return states
+
+
+# Queries in no SDK's types -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Nearest:
+    """The points nearest to ``vector`` among their ``using`` vectors (dense or BM25)."""
+
+    using: str
+    vector: list[float] | SparseVec
+
+
+@dataclass(frozen=True)
+class Rrf:
+    """Reciprocal rank fusion of the prefetches, one weight per prefetch."""
+
+    k: int
+    weights: list[float]
+
+
+@dataclass(frozen=True)
+class Dbsf:
+    """Distribution-based score fusion of the prefetches."""
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    query: Nearest
+    limit: int
+    conditions: tuple[FieldFilter, ...]
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """A :class:`SearchQuery` as Qdrant's Query API takes it: ``hybrid`` fuses a dense and a
+    BM25 prefetch, each filtered; ``dense`` and ``sparse`` are one filtered nearest query.
+
+    Example::
+
+        plan = QueryPlan.of(SearchQuery(dense=vec, sparse=None, mode="dense"))
+        # plan.query == Nearest("dense", vec), plan.conditions == (tenant == "default",)
+    """
+
+    query: Nearest | Rrf | Dbsf
+    limit: int
+    prefetches: tuple[Prefetch, ...] = ()
+    conditions: tuple[FieldFilter, ...] = ()  # on the top query; a fusion's are on its prefetches
+    with_vector: list[str] | bool = False
+
+    @property
+    def using(self) -> str | None:
+        return self.query.using if isinstance(self.query, Nearest) else None
+
+    @classmethod
+    def of(cls, query: SearchQuery) -> QueryPlan:
+        dense = Nearest(DENSE, [float(x) for x in query.dense]) if query.dense is not None else None
+        sparse = Nearest(SPARSE, query.sparse) if query.sparse is not None else None
+        with_vector = [DENSE] if query.with_dense else False
+        if query.mode != "hybrid":
+            leg = dense if query.mode == "dense" else sparse
+            assert leg is not None  # SearchQuery checked that its mode has its vector
+            return cls(leg, query.limit, conditions=query.conditions, with_vector=with_vector)
+        assert dense is not None and sparse is not None
+        fusion = (
+            Rrf(query.rrf_k, [query.dense_weight, query.sparse_weight])
+            if query.fusion == "rrf"
+            else Dbsf()
+        )
+        legs = tuple(
+            Prefetch(leg, query.prefetch_limit, query.conditions) for leg in (dense, sparse)
+        )
+        return cls(fusion, query.limit, legs, with_vector=with_vector)
+
+
+FilterT = TypeVar("FilterT")
+
+
+@dataclass(frozen=True)
+class Dialect(Generic[FilterT]):
+    """How one SDK spells filters, vectors and queries: all an adapter supplies to build them.
+
+    Which kind of condition a :class:`FieldFilter` is, when a filter is empty and how a
+    :class:`QueryPlan` part maps to a query are decided here, once for both adapters.
+    """
+
+    match_value: Callable[[str, Any], Any]
+    match_any: Callable[[str, list[Any]], Any]
+    match_range: Callable[[str, dict[str, float | None]], Any]  # gte, gt, lte, lt
+    filter: Callable[[list[Any] | None, list[Any] | None], FilterT]  # (must, must_not)
+    sparse_vector: Callable[[SparseVec], Any]
+    nearest: Callable[[str, Any], Any]  # (using, the vector in the SDK's type)
+    rrf: Callable[[Rrf], Any]
+    dbsf: Callable[[], Any]
+
+    def condition(self, f: FieldFilter) -> Any:
+        if f.any is not None:
+            return self.match_any(f.key, list(f.any))
+        if f.is_range:
+            return self.match_range(f.key, f.bounds)
+        return self.match_value(f.key, f.value)
+
+    def filter_of(
+        self, must: Sequence[FieldFilter], must_not: Sequence[FieldFilter] = ()
+    ) -> FilterT | None:
+        if not must and not must_not:
+            return None
+        return self.filter(
+            [self.condition(f) for f in must] or None,
+            [self.condition(f) for f in must_not] or None,
+        )
+
+    def vectors(self, point: IndexPoint) -> dict[str, Any]:
+        return {DENSE: [float(x) for x in point.dense], SPARSE: self.sparse_vector(point.sparse)}
+
+    def query(self, query: Nearest | Rrf | Dbsf) -> Any:
+        if isinstance(query, Rrf):
+            return self.rrf(query)
+        if isinstance(query, Dbsf):
+            return self.dbsf()
+        vector = query.vector
+        return self.nearest(
+            query.using, self.sparse_vector(vector) if isinstance(vector, SparseVec) else vector
+        )
+
+
+def scroll_all(page: Callable[[Any], tuple[Sequence[Any], Any]]) -> list[Any]:
+    """Every record of a scroll: ``page(offset)`` returns a page and the next offset (None at
+    the end), the way both SDKs page."""
+    records: list[Any] = []
+    offset = None
+    while True:
+        batch, offset = page(offset)
+        records.extend(batch)
+        if offset is None:
+            return records
 
 
 class VectorIndex(Protocol):
@@ -247,6 +406,109 @@ class VectorIndex(Protocol):
     def flush(self, collection: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+class QdrantAdapter(ABC, Generic[FilterT]):
+    """The engine-neutral half of both :class:`VectorIndex` adapters: which filter each call
+    needs, how a search is planned and how results are shaped. An adapter supplies its SDK's
+    :class:`Dialect`, the collection calls, and the SDK calls below; nothing else differs.
+    Every SDK call raises :class:`CollectionNotFound` for a collection that does not exist.
+    """
+
+    dialect: Dialect[FilterT]
+
+    # SDK calls ---------------------------------------------------------------------------
+    @abstractmethod
+    def _upsert(self, collection: str, points: Sequence[IndexPoint]) -> None: ...
+
+    @abstractmethod
+    def _delete_where(self, collection: str, filters: Sequence[FilterT | None]) -> None:
+        """Delete the points of each filter in turn."""
+
+    @abstractmethod
+    def _delete_ids(self, collection: str, ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def _set_payload(self, collection: str, ids: list[str], payload: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _scroll(self, collection: str, flt: FilterT | None, fields: list[str] | None) -> list[Any]:
+        """Every record the filter matches, with these payload fields (none when None)."""
+
+    @abstractmethod
+    def _count(self, collection: str, flt: FilterT | None) -> int: ...
+
+    @abstractmethod
+    def _retrieve(self, collection: str, ids: list[str]) -> list[Any]: ...
+
+    @abstractmethod
+    def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
+        """The scored points of the plan, with payloads and ``plan.with_vector``."""
+
+    # VectorIndex -------------------------------------------------------------------------
+    def _filter(self, *must: FieldFilter, must_not: Sequence[FieldFilter] = ()) -> FilterT | None:
+        return self.dialect.filter_of(must, must_not)
+
+    def upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
+        if points:
+            self._upsert(collection, points)
+
+    def delete_documents(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> None:
+        if doc_ids:
+            flt = self._filter(tenant_condition(tenant), docs_condition(doc_ids))
+            self._delete_where(collection, [flt])
+
+    def delete_stale_chunks(
+        self, collection: str, current: Mapping[str, str], tenant: str = DEFAULT_TENANT
+    ) -> None:
+        stale = [
+            self._filter(
+                tenant_condition(tenant),
+                FieldFilter("doc_id", value=doc_id),
+                must_not=[FieldFilter("doc_hash", value=doc_hash)],
+            )
+            for doc_id, doc_hash in current.items()
+        ]
+        self._delete_where(collection, stale)
+
+    def delete_points(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            self._delete_ids(collection, list(ids))
+
+    def set_tenant(self, collection: str, ids: Sequence[str], tenant: str) -> None:
+        if ids:
+            self._set_payload(collection, list(ids), {TENANT: tenant})
+
+    def document_states(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> dict[str, DocState]:
+        if not doc_ids:
+            return {}
+        flt = self._filter(tenant_condition(tenant), docs_condition(doc_ids))
+        return states_from_payloads(r.payload for r in self._scroll(collection, flt, STATE_FIELDS))
+
+    def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
+        # One chunk per document: its first.
+        flt = self._filter(tenant_condition(tenant), FieldFilter("chunk_index", value=0))
+        return {
+            str(r.payload["doc_id"]): str(r.payload.get("source", ""))
+            for r in self._scroll(collection, flt, ["doc_id", "source"])
+        }
+
+    def count(self, collection: str, tenant: str | None = None) -> int:
+        flt = self._filter(tenant_condition(tenant)) if tenant is not None else None
+        return self._count(collection, flt)
+
+    def point_ids(self, collection: str) -> list[str]:
+        return [str(r.id) for r in self._scroll(collection, None, None)]
+
+    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {str(r.id): dict(r.payload or {}) for r in self._retrieve(collection, list(ids))}
+
+    def search(self, collection: str, query: SearchQuery) -> list[Hit]:
+        return [Hit.of(p) for p in self._query(collection, QueryPlan.of(query))]
 
 
 def require_manifest(index: VectorIndex, collection: str) -> Manifest:

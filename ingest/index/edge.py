@@ -26,31 +26,25 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import qdrant_edge as qe
 
-from ..names import DEFAULT_TENANT, check_collection
+from ..names import check_collection
+from ..payload import INTEGER_FIELDS, KEYWORD_FIELDS, TENANT
 from .base import (
     DENSE,
-    INTEGER_FIELDS,
-    KEYWORD_FIELDS,
     SPARSE,
-    STATE_FIELDS,
-    TENANT,
     CollectionNotFound,
-    DocState,
-    FieldFilter,
-    Hit,
+    Dialect,
     IndexPoint,
     IndexProblem,
     Manifest,
-    SearchQuery,
-    docs_condition,
-    states_from_payloads,
-    tenant_condition,
+    QdrantAdapter,
+    QueryPlan,
+    scroll_all,
 )
 
 _SCROLL_PAGE = 1024
@@ -99,8 +93,23 @@ class DataDirLock:
             self._file = None
 
 
-class EdgeIndex:
+# Qdrant Edge takes positional keys and vectors, and ``using`` inside the nearest query.
+_EDGE: Dialect[qe.Filter] = Dialect(
+    match_value=lambda key, value: qe.FieldCondition(key, match=qe.MatchValue(value)),
+    match_any=lambda key, values: qe.FieldCondition(key, match=qe.MatchAny(values)),
+    match_range=lambda key, bounds: qe.FieldCondition(key, range=qe.RangeFloat(**bounds)),
+    filter=lambda must, must_not: qe.Filter(must=must, must_not=must_not),
+    sparse_vector=lambda vec: qe.SparseVector(vec.indices, vec.values),
+    nearest=lambda using, vector: qe.Query.Nearest(vector, using=using),
+    rrf=lambda rrf: qe.Fusion.Rrf(k=rrf.k, weights=rrf.weights),
+    dbsf=qe.Fusion.Dbsf,
+)
+
+
+class EdgeIndex(QdrantAdapter[qe.Filter]):
     """:class:`~ingest.index.base.VectorIndex` over Qdrant Edge shards in ``data_dir``."""
+
+    dialect = _EDGE
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
@@ -192,65 +201,28 @@ class EdgeIndex:
                 self._shards[collection] = shard
             return self._shards[collection]
 
-    # writes ------------------------------------------------------------------------------
-    def upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
-        if not points:
-            return
-        batch = [
-            qe.Point(
-                p.id,
-                {
-                    DENSE: [float(x) for x in p.dense],
-                    SPARSE: qe.SparseVector(p.sparse.indices, p.sparse.values),
-                },
-                p.payload,
-            )
-            for p in points
-        ]
+    # SDK calls ---------------------------------------------------------------------------
+    def _upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
+        batch = [qe.Point(p.id, _EDGE.vectors(p), p.payload) for p in points]
         self._shard(collection).update(qe.UpdateOperation.upsert_points(batch))
 
-    def delete_documents(
-        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
-    ) -> None:
-        if doc_ids:
-            flt = _edge_filter([tenant_condition(tenant), docs_condition(doc_ids)])
-            self._shard(collection).update(qe.UpdateOperation.delete_points_by_filter(flt))
-
-    def delete_stale_chunks(
-        self, collection: str, current: Mapping[str, str], tenant: str = DEFAULT_TENANT
-    ) -> None:
+    def _delete_where(self, collection: str, filters: Sequence[qe.Filter | None]) -> None:
         shard = self._shard(collection)
-        for doc_id, doc_hash in current.items():
-            stale = _edge_filter(
-                [tenant_condition(tenant), FieldFilter("doc_id", value=doc_id)],
-                must_not=[FieldFilter("doc_hash", value=doc_hash)],
-            )
-            shard.update(qe.UpdateOperation.delete_points_by_filter(stale))
+        for flt in filters:
+            shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
 
-    def delete_points(self, collection: str, ids: Sequence[str]) -> None:
-        if ids:
-            self._shard(collection).update(qe.UpdateOperation.delete_points(list(ids)))
+    def _delete_ids(self, collection: str, ids: list[str]) -> None:
+        self._shard(collection).update(qe.UpdateOperation.delete_points(ids))
 
-    def set_tenant(self, collection: str, ids: Sequence[str], tenant: str) -> None:
-        if ids:
-            self._shard(collection).update(
-                qe.UpdateOperation.set_payload(list(ids), {TENANT: tenant})
-            )
+    def _set_payload(self, collection: str, ids: list[str], payload: dict[str, Any]) -> None:
+        self._shard(collection).update(qe.UpdateOperation.set_payload(ids, payload))
 
-    def flush(self, collection: str) -> None:
-        shard = self._shard(collection)
-        shard.flush()
-        shard.optimize()
-
-    # reads -------------------------------------------------------------------------------
     def _scroll(
         self, collection: str, flt: qe.Filter | None, fields: list[str] | None
     ) -> list[Any]:
         shard = self._shard(collection)
-        records: list[Any] = []
-        offset = None
-        while True:
-            page, offset = shard.scroll(
+        return scroll_all(
+            lambda offset: shard.scroll(
                 qe.ScrollRequest(
                     offset=offset,
                     limit=_SCROLL_PAGE,
@@ -259,79 +231,35 @@ class EdgeIndex:
                     with_vector=False,
                 )
             )
-            records.extend(page)
-            if offset is None:
-                return records
+        )
 
-    def document_states(
-        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
-    ) -> dict[str, DocState]:
-        if not doc_ids:
-            return {}
-        flt = _edge_filter([tenant_condition(tenant), docs_condition(doc_ids)])
-        return states_from_payloads(r.payload for r in self._scroll(collection, flt, STATE_FIELDS))
-
-    def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
-        flt = _edge_filter([tenant_condition(tenant), FieldFilter("chunk_index", value=0)])
-        return {
-            str(r.payload["doc_id"]): str(r.payload.get("source", ""))
-            for r in self._scroll(collection, flt, ["doc_id", "source"])
-        }
-
-    def count(self, collection: str, tenant: str | None = None) -> int:
-        flt = _edge_filter([tenant_condition(tenant)]) if tenant is not None else None
+    def _count(self, collection: str, flt: qe.Filter | None) -> int:
         return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=flt)))
 
-    def point_ids(self, collection: str) -> list[str]:
-        return [str(r.id) for r in self._scroll(collection, None, None)]
+    def _retrieve(self, collection: str, ids: list[str]) -> list[Any]:
+        return list(self._shard(collection).retrieve(ids, with_payload=True, with_vector=False))
 
-    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        records = self._shard(collection).retrieve(list(ids), with_payload=True, with_vector=False)
-        return {str(r.id): dict(r.payload or {}) for r in records}
-
-    def search(self, collection: str, query: SearchQuery) -> list[Hit]:
-        shard = self._shard(collection)
-        flt = _edge_filter(query.conditions)
-        dense = (
-            qe.Query.Nearest([float(x) for x in query.dense], using=DENSE)
-            if query.dense is not None
-            else None
-        )
-        sparse = (
-            qe.Query.Nearest(
-                qe.SparseVector(query.sparse.indices, query.sparse.values), using=SPARSE
+    def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
+        prefetches = [
+            qe.Prefetch(
+                limit=p.limit, query=_EDGE.query(p.query), filter=_EDGE.filter_of(p.conditions)
             )
-            if query.sparse is not None
-            else None
-        )
-        if query.mode == "hybrid":
-            fusion: Any = (
-                qe.Fusion.Rrf(k=query.rrf_k, weights=[query.dense_weight, query.sparse_weight])
-                if query.fusion == "rrf"
-                else qe.Fusion.Dbsf()
-            )
-            request = qe.QueryRequest(
-                limit=query.limit,
-                prefetches=[
-                    qe.Prefetch(limit=query.prefetch_limit, query=dense, filter=flt),
-                    qe.Prefetch(limit=query.prefetch_limit, query=sparse, filter=flt),
-                ],
-                query=fusion,
-                with_payload=True,
-                with_vector=[DENSE] if query.with_dense else False,
-            )
-        else:
-            request = qe.QueryRequest(
-                limit=query.limit,
-                query=dense if query.mode == "dense" else sparse,
-                filter=flt,
-                with_payload=True,
-                with_vector=[DENSE] if query.with_dense else False,
-            )
-        return [
-            Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector))
-            for p in shard.query(request)
+            for p in plan.prefetches
         ]
+        request = qe.QueryRequest(
+            limit=plan.limit,
+            prefetches=prefetches or None,
+            query=_EDGE.query(plan.query),
+            filter=_EDGE.filter_of(plan.conditions),
+            with_payload=True,
+            with_vector=plan.with_vector,
+        )
+        return list(self._shard(collection).query(request))
+
+    def flush(self, collection: str) -> None:
+        shard = self._shard(collection)
+        shard.flush()
+        shard.optimize()
 
     def close(self) -> None:
         with self._guard:
@@ -340,27 +268,3 @@ class EdgeIndex:
                 shard.close()
             self._shards.clear()
             self._lock.release()
-
-
-def _dense(vector: Any) -> list[float] | None:
-    value = vector.get(DENSE) if isinstance(vector, dict) else None
-    return list(value) if value is not None else None
-
-
-def _edge_filter(
-    must: Sequence[FieldFilter], must_not: Sequence[FieldFilter] = ()
-) -> qe.Filter | None:
-    if not must and not must_not:
-        return None
-    return qe.Filter(
-        must=[_edge_condition(f) for f in must] or None,
-        must_not=[_edge_condition(f) for f in must_not] or None,
-    )
-
-
-def _edge_condition(f: FieldFilter) -> qe.FieldCondition:
-    if f.any is not None:
-        return qe.FieldCondition(f.key, match=qe.MatchAny(list(f.any)))
-    if f.is_range:
-        return qe.FieldCondition(f.key, range=qe.RangeFloat(gte=f.gte, gt=f.gt, lte=f.lte, lt=f.lt))
-    return qe.FieldCondition(f.key, match=qe.MatchValue(f.value))

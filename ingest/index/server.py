@@ -11,39 +11,48 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..names import DEFAULT_TENANT, check_collection
+from ..names import check_collection
+from ..payload import INTEGER_FIELDS, KEYWORD_FIELDS, TENANT
 from .base import (
     DENSE,
-    INTEGER_FIELDS,
-    KEYWORD_FIELDS,
     SPARSE,
-    STATE_FIELDS,
-    TENANT,
     CollectionNotFound,
-    DocState,
-    FieldFilter,
-    Hit,
+    Dialect,
     IndexPoint,
     IndexProblem,
     Manifest,
-    SearchQuery,
-    docs_condition,
-    states_from_payloads,
-    tenant_condition,
+    QdrantAdapter,
+    QueryPlan,
+    scroll_all,
 )
 
 _SCROLL_PAGE = 1024
 _MANIFEST_KEY = "grounded"
 
 
-class ServerIndex:
+# qdrant-client takes keyword arguments, and ``using`` beside the query rather than inside it.
+_CLIENT: Dialect[qm.Filter] = Dialect(
+    match_value=lambda key, value: qm.FieldCondition(key=key, match=qm.MatchValue(value=value)),
+    match_any=lambda key, values: qm.FieldCondition(key=key, match=qm.MatchAny(any=values)),
+    match_range=lambda key, bounds: qm.FieldCondition(key=key, range=qm.Range(**bounds)),
+    filter=lambda must, must_not: qm.Filter(must=must, must_not=must_not),
+    sparse_vector=lambda vec: qm.SparseVector(indices=vec.indices, values=vec.values),
+    nearest=lambda using, vector: vector,
+    rrf=lambda rrf: qm.RrfQuery(rrf=qm.Rrf(k=rrf.k, weights=rrf.weights)),
+    dbsf=lambda: qm.FusionQuery(fusion=qm.Fusion.DBSF),
+)
+
+
+class ServerIndex(QdrantAdapter[qm.Filter]):
     """:class:`~ingest.index.base.VectorIndex` over a qdrant-client connection."""
+
+    dialect = _CLIENT
 
     def __init__(self, client: QdrantClient) -> None:
         self.client = client
@@ -102,68 +111,33 @@ class ServerIndex:
         if collection not in self._manifests and self.manifest(collection) is None:
             raise CollectionNotFound(collection)
 
-    # writes ------------------------------------------------------------------------------
-    def upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
-        if not points:
-            return
+    # SDK calls ---------------------------------------------------------------------------
+    def _upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
         self._require(collection)
-        self.client.upsert(
-            collection,
-            points=[
-                qm.PointStruct(
-                    id=p.id,
-                    vector={
-                        DENSE: [float(x) for x in p.dense],
-                        SPARSE: qm.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
-                    },
-                    payload=p.payload,
-                )
-                for p in points
-            ],
-            wait=True,
-        )
+        batch = [
+            qm.PointStruct(id=p.id, vector=_CLIENT.vectors(p), payload=p.payload) for p in points
+        ]
+        self.client.upsert(collection, points=batch, wait=True)
 
-    def delete_documents(
-        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
-    ) -> None:
-        if doc_ids:
-            self._require(collection)
-            flt = _client_filter([tenant_condition(tenant), docs_condition(doc_ids)])
+    def _delete_where(self, collection: str, filters: Sequence[qm.Filter | None]) -> None:
+        self._require(collection)
+        for flt in filters:
             self.client.delete(collection, flt, wait=True)
 
-    def delete_stale_chunks(
-        self, collection: str, current: Mapping[str, str], tenant: str = DEFAULT_TENANT
-    ) -> None:
+    def _delete_ids(self, collection: str, ids: list[str]) -> None:
         self._require(collection)
-        for doc_id, doc_hash in current.items():
-            stale = _client_filter(
-                [tenant_condition(tenant), FieldFilter("doc_id", value=doc_id)],
-                must_not=[FieldFilter("doc_hash", value=doc_hash)],
-            )
-            self.client.delete(collection, stale, wait=True)
+        self.client.delete(collection, qm.PointIdsList(points=ids), wait=True)
 
-    def delete_points(self, collection: str, ids: Sequence[str]) -> None:
-        if ids:
-            self._require(collection)
-            self.client.delete(collection, qm.PointIdsList(points=list(ids)), wait=True)
+    def _set_payload(self, collection: str, ids: list[str], payload: dict[str, Any]) -> None:
+        self._require(collection)
+        self.client.set_payload(collection, payload, points=ids, wait=True)
 
-    def set_tenant(self, collection: str, ids: Sequence[str], tenant: str) -> None:
-        if ids:
-            self._require(collection)
-            self.client.set_payload(collection, {TENANT: tenant}, points=list(ids), wait=True)
-
-    def flush(self, collection: str) -> None:
-        """Writes are acknowledged with ``wait=True``; the server persists and optimizes itself."""
-
-    # reads -------------------------------------------------------------------------------
     def _scroll(
         self, collection: str, flt: qm.Filter | None, fields: list[str] | None
     ) -> list[Any]:
         self._require(collection)
-        records: list[Any] = []
-        offset = None
-        while True:
-            page, offset = self.client.scroll(
+        return scroll_all(
+            lambda offset: self.client.scroll(
                 collection,
                 scroll_filter=flt,
                 limit=_SCROLL_PAGE,
@@ -171,104 +145,40 @@ class ServerIndex:
                 with_payload=fields or False,
                 with_vectors=False,
             )
-            records.extend(page)
-            if offset is None:
-                return records
+        )
 
-    def document_states(
-        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
-    ) -> dict[str, DocState]:
-        if not doc_ids:
-            return {}
-        flt = _client_filter([tenant_condition(tenant), docs_condition(doc_ids)])
-        return states_from_payloads(r.payload for r in self._scroll(collection, flt, STATE_FIELDS))
-
-    def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
-        flt = _client_filter([tenant_condition(tenant), FieldFilter("chunk_index", value=0)])
-        return {
-            str(r.payload["doc_id"]): str(r.payload.get("source", ""))
-            for r in self._scroll(collection, flt, ["doc_id", "source"])
-        }
-
-    def count(self, collection: str, tenant: str | None = None) -> int:
+    def _count(self, collection: str, flt: qm.Filter | None) -> int:
         self._require(collection)
-        flt = _client_filter([tenant_condition(tenant)]) if tenant is not None else None
         return int(self.client.count(collection, count_filter=flt, exact=True).count)
 
-    def point_ids(self, collection: str) -> list[str]:
-        return [str(r.id) for r in self._scroll(collection, None, None)]
-
-    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def _retrieve(self, collection: str, ids: list[str]) -> list[Any]:
         self._require(collection)
-        records = self.client.retrieve(collection, list(ids), with_payload=True)
-        return {str(r.id): dict(r.payload or {}) for r in records}
+        return self.client.retrieve(collection, ids, with_payload=True)
 
-    def search(self, collection: str, query: SearchQuery) -> list[Hit]:
+    def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
         self._require(collection)
-        flt = _client_filter(query.conditions)
-        dense = [float(x) for x in query.dense] if query.dense is not None else None
-        sparse = (
-            qm.SparseVector(indices=query.sparse.indices, values=query.sparse.values)
-            if query.sparse is not None
-            else None
-        )
-        if query.mode == "hybrid":
-            fusion: Any = (
-                qm.RrfQuery(
-                    rrf=qm.Rrf(k=query.rrf_k, weights=[query.dense_weight, query.sparse_weight])
-                )
-                if query.fusion == "rrf"
-                else qm.FusionQuery(fusion=qm.Fusion.DBSF)
+        prefetch = [
+            qm.Prefetch(
+                query=_CLIENT.query(p.query),
+                using=p.query.using,
+                limit=p.limit,
+                filter=_CLIENT.filter_of(p.conditions),
             )
-            response = self.client.query_points(
-                collection,
-                prefetch=[
-                    qm.Prefetch(query=dense, using=DENSE, limit=query.prefetch_limit, filter=flt),
-                    qm.Prefetch(query=sparse, using=SPARSE, limit=query.prefetch_limit, filter=flt),
-                ],
-                query=fusion,
-                limit=query.limit,
-                with_payload=True,
-                with_vectors=[DENSE] if query.with_dense else False,
-            )
-        else:
-            response = self.client.query_points(
-                collection,
-                query=dense if query.mode == "dense" else sparse,
-                using=DENSE if query.mode == "dense" else SPARSE,
-                query_filter=flt,
-                limit=query.limit,
-                with_payload=True,
-                with_vectors=[DENSE] if query.with_dense else False,
-            )
-        return [
-            Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector))
-            for p in response.points
+            for p in plan.prefetches
         ]
+        return self.client.query_points(
+            collection,
+            prefetch=prefetch or None,
+            query=_CLIENT.query(plan.query),
+            using=plan.using,
+            query_filter=_CLIENT.filter_of(plan.conditions),
+            limit=plan.limit,
+            with_payload=True,
+            with_vectors=plan.with_vector,
+        ).points
+
+    def flush(self, collection: str) -> None:
+        """Writes are acknowledged with ``wait=True``; the server persists and optimizes itself."""
 
     def close(self) -> None:
         self.client.close()
-
-
-def _dense(vector: Any) -> list[float] | None:
-    value = vector.get(DENSE) if isinstance(vector, dict) else None
-    return list(value) if isinstance(value, list) else None
-
-
-def _client_filter(
-    must: Sequence[FieldFilter], must_not: Sequence[FieldFilter] = ()
-) -> qm.Filter | None:
-    if not must and not must_not:
-        return None
-    return qm.Filter(
-        must=[_client_condition(f) for f in must] or None,
-        must_not=[_client_condition(f) for f in must_not] or None,
-    )
-
-
-def _client_condition(f: FieldFilter) -> qm.FieldCondition:
-    if f.any is not None:
-        return qm.FieldCondition(key=f.key, match=qm.MatchAny(any=list(f.any)))
-    if f.is_range:
-        return qm.FieldCondition(key=f.key, range=qm.Range(gte=f.gte, gt=f.gt, lte=f.lte, lt=f.lt))
-    return qm.FieldCondition(key=f.key, match=qm.MatchValue(value=f.value))

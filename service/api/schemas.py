@@ -16,7 +16,7 @@ from pydantic import (
 
 from ingest.documents import INT64
 from ingest.index import FieldFilter
-from ingest.index.base import FILTERABLE_FIELDS
+from ingest.index.base import FILTERABLE_FIELDS, Fusion, Mode
 from ingest.names import CollectionName
 
 # Every request model refuses NaN/Infinity and unknown fields (chat keeps OpenAI's extras).
@@ -86,8 +86,8 @@ class SearchOptions(BaseModel):
         None, description="Defaults to the configured collection."
     )
     top_k: int | None = Field(None, ge=1, le=10_000, description="Defaults to settings.top_k.")
-    mode: Literal["hybrid", "dense", "sparse"] | None = None
-    fusion: Literal["rrf", "dbsf"] | None = None
+    mode: Mode | None = None
+    fusion: Fusion | None = None
     rrf_k: int | None = Field(None, ge=1, le=1_000_000)
     dense_weight: float | None = Field(None, gt=0, le=1000)
     sparse_weight: float | None = Field(None, gt=0, le=1000)

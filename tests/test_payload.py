@@ -1,0 +1,111 @@
+"""``ingest/payload.py``: the chunk payload the ingestor writes is the one retrieval and
+``grounded doctor`` read back, on both adapters."""
+
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+
+from ingest.build import build_ingestor
+from ingest.documents import Document
+from ingest.payload import (
+    FIELDS,
+    FILTERABLE_FIELDS,
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    STATE_FIELDS,
+    StoredChunk,
+    payload_problem,
+)
+from ingest.settings import Settings
+from service.retrieval import HybridRetriever, SearchParams
+
+DOC = Document(
+    "guide",
+    "# Setup\n\n"
+    + " ".join(f"Install step {i} needs the package cache warmed first." for i in range(20))
+    + "\n\n## Checks\n\nRun the health check after every install.",
+    title="Guide",
+    source="docs/guide.md",
+    metadata={"lang": "en", "year": 2024, "tags": ["ops", "install"]},
+)
+
+
+def test_payload_written_by_the_ingestor_reads_back_into_the_same_chunk(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(chunk_size=48, chunk_overlap=8)
+    ingestor = build_ingestor(settings, index, embedder, "kb", tenant="acme")
+    ingestor.ingest([DOC])
+    chunks = ingestor.chunker.chunk(DOC)
+    assert len(chunks) > 1 and any(c.headings for c in chunks)
+
+    payloads = index.payloads("kb", index.point_ids("kb"))
+    stored = sorted(
+        (StoredChunk.from_payload(p) for p in payloads.values()), key=lambda s: s.chunk_index
+    )
+    doc_hash = DOC.content_hash(ingestor.chunker.signature)
+    assert len(stored) == len(chunks)
+    for got, chunk in zip(stored, chunks, strict=True):
+        assert (got.tenant, got.chunk_count, got.doc_hash) == ("acme", len(chunks), doc_hash)
+        assert got.headings == list(chunk.headings)
+        for name in (
+            "doc_id",
+            "chunk_index",
+            "text",
+            "title",
+            "source",
+            "start",
+            "end",
+            "metadata",
+        ):
+            assert getattr(got, name) == getattr(chunk, name), name
+    assert all(list(p) == list(FIELDS) and payload_problem(p) is None for p in payloads.values())
+
+    # Retrieval hands out exactly the stored fields.
+    result = HybridRetriever(index, embedder, settings).retrieve(
+        SearchParams("health check", collection="kb", top_k=len(chunks), tenant="acme")
+    )
+    assert result.chunks
+    by_index = {s.chunk_index: asdict(s) for s in stored}
+    for chunk in result.chunks:
+        expected = by_index[chunk.chunk_index]
+        assert {k: v for k, v in asdict(chunk).items() if k in expected} == {
+            k: v for k, v in expected.items() if k in asdict(chunk)
+        }
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"doc_hash": None}, "payload field 'doc_hash' is missing or not str"),
+        ({"chunk_index": "3"}, "payload field 'chunk_index' is missing or not int"),
+        ({"text": 42}, "payload field 'text' is missing or not str"),
+    ],
+)
+def test_a_malformed_payload_is_reported(change: dict[str, Any], problem: str) -> None:
+    payload: dict[str, Any] = {
+        "doc_id": "d",
+        "chunk_index": 0,
+        "chunk_count": 1,
+        "doc_hash": "h",
+        "text": "t",
+    }
+    assert payload_problem(payload) is None
+    payload.update(change)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    assert payload_problem(payload) == problem
+
+
+def test_old_payloads_read_leniently() -> None:
+    stored = StoredChunk.from_payload({"doc_id": "d", "chunk_index": 2, "text": "t"})
+    assert (stored.tenant, stored.title, stored.headings, stored.metadata) == (
+        "default",
+        "",
+        [],
+        {},
+    )
+    assert (stored.chunk_index, stored.start, stored.end) == (2, 0, 0)
+
+
+def test_indexed_fields_are_payload_fields() -> None:
+    for names in (KEYWORD_FIELDS, INTEGER_FIELDS, FILTERABLE_FIELDS, STATE_FIELDS):
+        assert set(names) <= set(FIELDS)
