@@ -26,6 +26,8 @@ from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.auth import KeyStore
 
+pytestmark = pytest.mark.slow  # real `grounded` processes and a real server
+
 
 def _one_line(text: str) -> str:
     """Rich wraps long messages; compare them with their whitespace collapsed."""

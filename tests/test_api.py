@@ -66,7 +66,8 @@ def test_search_modes(client: TestClient, body: dict) -> None:
     assert data["results"][0]["doc_id"] == "bees"
     assert data["results"][0]["rank"] == 1 and data["results"][0]["title"] == "Honey bees"
     assert data["mode"] == body["mode"]
-    assert data["timings"]["search_ms"] >= 0 and "retrieval_ms" in data["timings"]
+    timings = data["timings"]
+    assert 0 < timings["search_ms"] <= timings["retrieval_ms"]  # the search is part of retrieval
     assert len(data["results"]) <= 2
 
 

@@ -26,6 +26,7 @@ def corpus(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # seven `grounded` processes, each loading the model
 def test_ingest_reports_bad_pdf_and_keeps_the_rest(tmp_path: Path, corpus: Path) -> None:
     data = tmp_path / "data"
     first = grounded("ingest", str(corpus), "-c", "kb", "--json", data_dir=data, check_rc=1)
@@ -107,6 +108,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # starts a `grounded serve` process
 def test_second_process_fails_fast_then_goes_through_the_server(
     server: tuple[str, Path], corpus: Path
 ) -> None:

@@ -48,14 +48,24 @@ def test_nan_judge_scores_are_undetermined_not_zero() -> None:
     assert all_nan["judge.faithfulness"] is None and all_nan["judge.faithfulness.undetermined"] == 1
 
 
-def test_xquad_suite_loads_from_shared_or_fixture() -> None:
-    path = SHARED / "xquad_en" / "xquad.en.json"
-    suite = load_answer_suite(path if path.exists() else FIXTURE)
-    assert suite.corpus and suite.items
+XQUAD = SHARED / "xquad_en" / "xquad.en.json"
+
+
+def _check_suite(path: Path) -> tuple[int, int]:
+    """Every item has answers and relevant passages from the corpus; (passages, items)."""
+    suite = load_answer_suite(path)
     ids = {d.id for d in suite.corpus}
     assert all(item.answers and set(item.relevant_ids) <= ids for item in suite.items)
-    if path.exists():
-        assert (len(suite.corpus), len(suite.items)) == (240, 1190)
+    return len(suite.corpus), len(suite.items)
+
+
+def test_squad_fixture_suite_loads() -> None:
+    assert _check_suite(FIXTURE) == (3, 5)
+
+
+@pytest.mark.skipif(not XQUAD.exists(), reason=f"XQuAD (English) is not at {XQUAD}")
+def test_xquad_suite_loads() -> None:
+    assert _check_suite(XQUAD) == (240, 1190)
 
 
 def test_answers_through_the_pipeline(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -71,7 +81,8 @@ def test_answers_through_the_pipeline(tmp_path: Path, embedder) -> None:  # type
         pipeline.close()
     assert summary["questions"] == 5 and summary["generator"] == "extractive"
     assert summary["context_recall"] == 1.0  # each gold passage is retrieved
-    assert 0 < summary["f1"] <= 1 and 0 <= summary["exact_match"] <= 1
+    # a whole quoted sentence rarely equals the gold span, but it contains its tokens
+    assert summary["f1"] > 0 and summary["exact_match"] <= summary["f1"], summary
     # extractive answers quote the context, so the detector finds them supported
     assert summary["unsupported_rate"] <= 0.2
     assert all(r.retrieved_ids and r.contexts for r in records)

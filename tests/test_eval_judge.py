@@ -1,14 +1,19 @@
 """ragas against a real local OpenAI-compatible server (llama.cpp + SmolLM2-135M).
 
-The tiny judge's verdicts are not the point (it mostly fails ragas' output format, so most come
-back NaN): the plumbing is. Every judged row must come back with
-every metric, either as a number in [0, 1] or as NaN, and NaNs must be counted as undetermined.
+The tiny judge's verdicts are not the point: the plumbing is. Every judged row must come back
+with every metric, either as a number in [0, 1] or as NaN, and NaNs must be counted as
+undetermined. SmolLM2-135M fails ragas' output format (or times out) on every metric, so this
+test cannot require a number; a scripted judge that must answer is still to be written.
 """
 
 import math
 
+import pytest
+
 from eval.answers import AnswerItem, AnswerRecord, summarize
 from eval.judge import JudgeConfig, RagasJudge
+
+pytestmark = pytest.mark.slow  # a real llama.cpp judge: minutes
 
 
 def test_ragas_judge_plumbing_and_nan_accounting(llm_server: str, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -34,13 +39,13 @@ def test_ragas_judge_plumbing_and_nan_accounting(llm_server: str, embedder) -> N
         "llm_context_precision_with_reference",
         "context_recall",
     }
-    for record in records[:1]:
-        assert set(record.judge) == expected
-        assert all(math.isnan(v) or 0.0 <= v <= 1.0 for v in record.judge.values())
+    judged = records[0].judge
+    assert set(judged) == expected
+    assert all(math.isnan(v) or 0.0 <= v <= 1.0 for v in judged.values()), judged
     assert records[1].judge == {}
     summary = summarize(records)
     for name in expected:
         undetermined = summary[f"judge.{name}.undetermined"]
-        determined = sum(not math.isnan(r.judge[name]) for r in records[:1])
+        determined = int(not math.isnan(judged[name]))
         assert undetermined + determined == 1
         assert (summary[f"judge.{name}"] is None) == (determined == 0)

@@ -9,7 +9,7 @@ from cli_runner import grounded
 from conftest import SHARED
 
 from eval.datasets import load_beir
-from eval.detector import best_threshold, is_held_out, validate_detector
+from eval.detector import best_threshold, is_held_out, load_halueval_qa, validate_detector
 from eval.hallucination import HallucinationDetector
 from eval.ladder import run_ladder, write_ladder_report
 from ingest.index import EdgeIndex
@@ -51,14 +51,27 @@ def test_threshold_is_chosen_on_calibration_only() -> None:
     assert 70 < held < 130  # a real split, stable across runs
 
 
-def test_detector_validation_on_labelled_data(detector: HallucinationDetector) -> None:
-    path = SHARED / "halueval" / "qa_data.json"
-    limit = 300 if path.exists() else None
-    path = path if path.exists() else FIXTURES / "halueval_mini.jsonl"
+HALUEVAL_QA = SHARED / "halueval" / "qa_data.json"
+
+
+def _check_validation(detector: HallucinationDetector, path: Path, limit: int | None) -> None:
     report = validate_detector(detector, path, limit=limit)
+    rows = load_halueval_qa(path, limit)
     held = report["held_out"]
-    assert held["answers"] > 0 and 0 <= held["balanced_accuracy"] <= 1
+    assert report["rows"] == len(rows)
+    assert held["answers"] == 2 * sum(is_held_out(r["question"]) for r in rows)  # right + wrong
+    assert held["balanced_accuracy"] > 0.6, report  # better than chance, on unseen rows
     assert held["auroc"] > 0.7, report
+
+
+def test_detector_validation_on_the_fixture(detector: HallucinationDetector) -> None:
+    _check_validation(detector, FIXTURES / "halueval_mini.jsonl", limit=None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HALUEVAL_QA.exists(), reason=f"HaluEval QA is not at {HALUEVAL_QA}")
+def test_detector_validation_on_halueval(detector: HallucinationDetector) -> None:
+    _check_validation(detector, HALUEVAL_QA, limit=300)
 
 
 def test_ladder_writes_table_chart_and_html(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -84,6 +97,7 @@ def _nightly(config: Path, data: Path) -> subprocess.CompletedProcess[str]:
     return grounded("eval", "nightly", "--config", str(config), data_dir=data, check_rc=None)
 
 
+@pytest.mark.slow  # two `grounded eval nightly` processes
 def test_nightly_passes_then_fails_when_a_floor_is_raised(tmp_path: Path) -> None:
     (tmp_path / "mini").symlink_to(FIXTURES / "mini_beir")
     (tmp_path / "halu.jsonl").symlink_to(FIXTURES / "halueval_mini.jsonl")

@@ -48,6 +48,8 @@ from ingest.settings import Settings
 from service.api.app import create_app
 from service.pipeline import RagPipeline
 
+pytestmark = pytest.mark.slow  # hundreds of generated requests per operation
+
 MAX_EXAMPLES = 100  # generated cases per operation, on top of examples and coverage cases
 CHECKS = [
     not_a_server_error,

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 from pdfs import make_pdf
 
 from ingest.documents import Document
@@ -101,14 +102,21 @@ def test_missing_path_is_a_failure(tmp_path: Path) -> None:
     assert docs == [] and "no such file" in failures[0].reason
 
 
-def test_beir_corpus_loads_as_is() -> None:
-    from conftest import SHARED
-
-    corpus = SHARED / "scifact" / "corpus.jsonl"
-    if not corpus.exists():
-        corpus = Path(__file__).parent / "fixtures" / "mini_beir" / "corpus.jsonl"
+def test_beir_fixture_corpus_loads_as_is() -> None:
+    corpus = Path(__file__).parent / "fixtures" / "mini_beir" / "corpus.jsonl"
     docs, failures = load([corpus])
-    assert failures == [] and len(docs) >= 10
+    lines = corpus.read_text().splitlines()
+    assert failures == [] and len(docs) == len(lines) >= 10
+    assert all(d.text and d.id for d in docs)
+
+
+SCIFACT_CORPUS = SHARED / "scifact" / "corpus.jsonl"
+
+
+@pytest.mark.skipif(not SCIFACT_CORPUS.exists(), reason=f"SciFact is not at {SCIFACT_CORPUS}")
+def test_beir_scifact_corpus_loads_as_is() -> None:
+    docs, failures = load([SCIFACT_CORPUS])
+    assert failures == [] and len(docs) == 5183
     assert all(d.text and d.id for d in docs)
 
 

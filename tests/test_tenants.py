@@ -37,6 +37,8 @@ from service.api.app import create_app
 from service.auth import Authenticator, KeyStore
 from service.pipeline import RagPipeline
 
+pytestmark = pytest.mark.slow  # a seeded workload of thousands of requests per adapter
+
 SEED = 20_250_611
 TENANTS = ("acme", "globex", "initech")
 SHARED = ("kb", "wiki")  # every tenant writes here
