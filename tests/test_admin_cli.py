@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_runner import REPO, grounded
+from support.cli_runner import REPO, grounded
 
 from ingest.build import build_ingestor
 from ingest.documents import Document

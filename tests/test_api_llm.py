@@ -10,10 +10,10 @@ from typing import Any
 
 import openai
 import pytest
-from fake_llm import FakeLLM
 from fastapi.testclient import TestClient
 from httpx_sse import connect_sse
-from llm_support import llm_pipeline, served
+from support.fake_llm import FakeLLM
+from support.llm_support import llm_pipeline, served
 
 from ingest.embedding import Embedder
 from service.api.app import create_app

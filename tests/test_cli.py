@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_runner import REPO, grounded
-from pdfs import make_pdf
+from support.cli_runner import REPO, grounded
+from support.pdfs import make_pdf
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import grounded
+from support.cli_runner import grounded
 
 from ingest.build import build_ingestor
 from ingest.doctor import examine, repair

@@ -5,8 +5,8 @@ import math
 from pathlib import Path
 
 import pytest
-from cli_runner import grounded
-from conftest import SHARED
+from support.cli_runner import grounded
+from support.paths import SHARED
 
 from eval.answers import (
     AnswerRecord,

@@ -5,8 +5,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_runner import grounded
-from conftest import SHARED
+from support.cli_runner import grounded
+from support.paths import SHARED
 
 from eval.datasets import load_beir
 from eval.detector import best_threshold, is_held_out, load_halueval_qa, validate_detector

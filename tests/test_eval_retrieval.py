@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
-from cli_runner import grounded
+from support.cli_runner import grounded
 
 from eval.datasets import DatasetError, load_beir
 from eval.metrics import ranking_metrics

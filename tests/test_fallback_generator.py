@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fake_llm import FakeLLM
+from support.fake_llm import FakeLLM
 
 from ingest.embedding import Embedder
 from service.fallback import FallbackGenerator

@@ -33,7 +33,6 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
-from hostile import BEYOND_INT64, COLLECTION_NAMES, tree
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -41,6 +40,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.hostile import BEYOND_INT64, COLLECTION_NAMES, tree
 
 from ingest.documents import Document
 from ingest.index import EdgeIndex

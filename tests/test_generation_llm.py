@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_llm import FakeLLM, prompt_text
-from llm_support import llm_pipeline
+from support.fake_llm import FakeLLM, prompt_text
+from support.llm_support import llm_pipeline
 
 from ingest.embedding import Embedder
 from service.citations import is_abstention, parse_answer

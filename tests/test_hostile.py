@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hostile import (
+from support.hostile import (
     COLLECTION_NAMES,
     HOSTILE_METADATA,
     HOSTILE_SEARCH_OPTIONS,

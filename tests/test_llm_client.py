@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_llm import FakeLLM
+from support.fake_llm import FakeLLM
 
 from service.llm import LLMError, OpenAIChat, StreamEnd
 

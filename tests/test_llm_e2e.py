@@ -14,11 +14,11 @@ from typing import Any
 
 import openai
 import pytest
-from cli_runner import grounded
-from conftest import llama_server
 from fastapi.testclient import TestClient
 from httpx_sse import connect_sse
-from llm_support import DOCS, llm_pipeline, served
+from support.cli_runner import grounded
+from support.llama import llama_server
+from support.llm_support import DOCS, llm_pipeline, served
 
 from ingest.embedding import Embedder
 from service.api.app import create_app

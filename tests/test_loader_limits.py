@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pdfs import make_pdf
+from support.pdfs import make_pdf
 
 from ingest.documents import Document
 from ingest.loaders import (

@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
-from pdfs import make_pdf
+from support.paths import SHARED
+from support.pdfs import make_pdf
 
 from ingest.documents import Document
 from ingest.loaders import LoadFailure, html_to_text, iter_documents

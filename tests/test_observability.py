@@ -8,11 +8,11 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from fake_llm import FakeLLM
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
+from support.fake_llm import FakeLLM
 
 from service import metrics
 from service.api.observability import (

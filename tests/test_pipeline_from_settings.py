@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fake_llm import FakeLLM
-from llm_support import DOCS
+from support.fake_llm import FakeLLM
+from support.llm_support import DOCS
 
 from ingest.embedding import Embedder
 from ingest.index import EdgeIndex

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_llm import FakeLLM
+from support.fake_llm import FakeLLM
 
 from ingest.documents import Document
 from ingest.embedding import Embedder

@@ -8,7 +8,7 @@ skipped where it is not. The eval package measures nDCG on the full corpus.
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
+from support.paths import SHARED
 
 from eval.datasets import load_beir
 from ingest.build import build_ingestor

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_llm import FakeLLM, prompt_text
 from fastapi.testclient import TestClient
-from llm_support import llm_pipeline
+from support.fake_llm import FakeLLM, prompt_text
+from support.llm_support import llm_pipeline
 
 from ingest.embedding import Embedder
 from ingest.settings import Route

@@ -11,9 +11,7 @@ from ingest.documents import Document
 from ingest.embedding import Embedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
-from service.llm import OpenAIChat
-from service.pipeline import RagPipeline, build_reranker, build_router
-from service.tokens import build_token_counter
+from service.pipeline import RagPipeline
 
 DOCS = [
     Document(
@@ -64,17 +62,7 @@ def llm_pipeline(
     if llm_url:
         options["llm_base_url"] = llm_url
     settings = Settings(**options)
-    llm = OpenAIChat.from_settings(settings) if settings.llm_configured else None
-    counter = build_token_counter(settings, embedder)
-    pipeline = RagPipeline(
-        settings,
-        EdgeIndex(settings.data_dir),
-        embedder,
-        reranker=build_reranker(settings, llm, counter),
-        llm=llm,
-        counter=counter,
-        router=build_router(settings, embedder, llm),
-    )
+    pipeline = RagPipeline.from_settings(settings, EdgeIndex(settings.data_dir), embedder=embedder)
     pipeline.ingest(DOCS, "kb")
     return pipeline
 
