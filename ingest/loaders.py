@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from .documents import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, Document, check_metadata
+from .documents import Document, check_metadata
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -53,6 +53,13 @@ _SKIP_BYTES = 1024 * 1024
 _HTML_MARKUP_FACTOR = 4
 
 
+def _setting(name: str) -> Any:
+    """The default of a setting: one place holds each limit's default."""
+    from .settings import Settings
+
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class LoadLimits:
     """What the loaders accept, so no file can make ingest hold gigabytes.
@@ -74,11 +81,11 @@ class LoadLimits:
             ``"absolute"`` gives the resolved absolute path.
     """
 
-    max_file_bytes: int = 64 * 1024 * 1024
-    max_document_bytes: int = 4 * 1024 * 1024
-    max_metadata_depth: int = MAX_METADATA_DEPTH
-    max_metadata_bytes: int = MAX_METADATA_BYTES
-    source_paths: SourcePaths = "relative"
+    max_file_bytes: int = _setting("max_file_bytes")
+    max_document_bytes: int = _setting("max_document_bytes")
+    max_metadata_depth: int = _setting("max_metadata_depth")
+    max_metadata_bytes: int = _setting("max_metadata_bytes")
+    source_paths: SourcePaths = _setting("source_paths")  # noqa: RUF009 (an immutable str)
 
     def __post_init__(self) -> None:
         for name in (

@@ -53,14 +53,6 @@ INGEST_REJECTED = Counter(
     "grounded_ingest_rejected_total", "Writes refused because the ingest queue was full."
 )
 
-LLM_FAILURE_KINDS = (
-    "timeout",
-    "connection",
-    "rate_limited",
-    "server_error",
-    "client_error",
-    "bad_response",
-)
 OTHER = "other"
 
 _STREAM_PREFIX = "LLM stream broke off: "
@@ -75,8 +67,9 @@ _stages_lock = threading.Lock()
 
 
 def llm_failure_kind(reason: str | None) -> str:
-    """The class of an :class:`~service.llm.LLMError` reason: one of :data:`LLM_FAILURE_KINDS`,
-    or ``"other"`` for a reason this function does not know.
+    """The class of an :class:`~service.llm.LLMError` reason: ``timeout``, ``connection``,
+    ``rate_limited``, ``server_error``, ``client_error``, ``bad_response``, or ``other`` for a
+    reason this function does not know.
 
     It reads the fixed prefixes that :func:`service.llm.describe` and the client write, and
     only those: the rest of a reason quotes the endpoint, whose words could say anything.

@@ -376,8 +376,15 @@ class RagPipeline:
     def visible_collections(self, tenant: str | None) -> list[str]:
         """Collections holding points of ``tenant`` (every collection when ``None``): a tenant
         does not learn the names other tenants write to."""
-        names = self.index.list_collections()
-        return names if tenant is None else [n for n in names if self.index.count(n, tenant)]
+        return [n for n in self.index.list_collections() if self._holds(n, tenant)]
+
+    def is_visible(self, collection: str, tenant: str | None) -> bool:
+        """:meth:`visible_collections` for one name, with one count instead of one per
+        collection."""
+        return collection in self.index.list_collections() and self._holds(collection, tenant)
+
+    def _holds(self, collection: str, tenant: str | None) -> bool:
+        return tenant is None or self.index.count(collection, tenant) > 0
 
     def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
         require_manifest(self.index, collection)

@@ -85,7 +85,7 @@ def _collection_of(model: str, pipeline: RagPipeline, caller: Principal) -> str 
     name = model[len(prefix) :] if model.startswith(prefix) else ""
     if name and not is_plain_name(name):
         raise InvalidName(f"invalid model {MODEL}:<collection>: use {NAME_RULE}")
-    if name and name in pipeline.visible_collections(caller.visible_tenant):
+    if name and pipeline.is_visible(name, caller.visible_tenant):
         return name
     raise HTTPException(
         404, f"model {model!r} does not exist; GET /v1/models lists what grounded serves"
