@@ -295,6 +295,78 @@ class Settings(BaseSettings):
     # Ingest
     ingest_batch_docs: int = Field(256, gt=0, description="Documents per embed/upsert batch.")
 
+    # Ingest jobs: a worker thread of `grounded serve`, or a Celery fleet (`grounded worker`)
+    jobs_db: Path | None = Field(
+        None,
+        description="SQLite file of ingest jobs (embedded mode); unset = jobs.sqlite in data_dir.",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Redis URL of the Celery broker and the job store, e.g. redis://redis:6379/0. "
+        "Set (with qdrant_url) = the API only enqueues and `grounded worker` ingests.",
+    )
+    job_batch_docs: int = Field(
+        16,
+        gt=0,
+        le=1024,
+        description="Documents per job task: the unit that is retried and shared.",
+    )
+    job_retention_hours: float = Field(
+        168, gt=0, description="Finished jobs stay listed this long, then are forgotten."
+    )
+    worker_concurrency: int = Field(1, ge=1, description="Worker processes of `grounded worker`.")
+    worker_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch / OpenMP threads per worker process; unset = cores / processes.",
+    )
+    worker_max_memory_mb: int | None = Field(
+        4096,
+        gt=0,
+        description="A worker process above this resident memory is replaced after its task "
+        "(unset = never).",
+    )
+    task_max_retries: int = Field(
+        5, ge=0, description="Retries of a task after a transient Qdrant or embedding error."
+    )
+    task_retry_backoff: float = Field(
+        2.0, ge=0, description="Seconds before a task's first retry; doubles each retry (max 600)."
+    )
+    task_time_limit: int = Field(
+        1800, gt=0, description="Seconds one task may run before it is killed and redelivered."
+    )
+    broker_visibility_timeout: int = Field(
+        3600,
+        gt=0,
+        description="Seconds before a task held by a dead worker is redelivered; must exceed "
+        "task_time_limit.",
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate-limit counters live (limits storage URI): memory:// per process, "
+        "redis://host:6379/1 shared by every API replica.",
+    )
+
+    # Qdrant server or cluster: fixed when a collection is created
+    qdrant_shard_number: int | None = Field(
+        None, ge=1, description="Shards of a new collection; unset = the server's default."
+    )
+    qdrant_replication_factor: int | None = Field(
+        None, ge=1, description="Copies of each shard (2 on 3 nodes survives a node loss)."
+    )
+    qdrant_write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must acknowledge a write; unset = 1."
+    )
+    qdrant_on_disk_payload: bool = Field(
+        True, description="Keep payloads on disk, leaving RAM to vectors and indexes."
+    )
+    qdrant_timeout: int = Field(30, gt=0, description="Seconds per Qdrant server request.")
+    bulk_defer_indexing: bool = Field(
+        True,
+        description="Bulk loads (`grounded migrate`) build the HNSW graph once at the end "
+        "instead of while writing.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size // 2:
@@ -310,6 +382,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"rate_limit {self.rate_limit!r} is not a rate: use e.g. '600/minute'"
             ) from None
+        if self.broker_visibility_timeout <= self.task_time_limit:
+            raise ValueError(
+                f"broker_visibility_timeout ({self.broker_visibility_timeout}) must exceed "
+                f"task_time_limit ({self.task_time_limit}), or running tasks get delivered twice"
+            )
         names = [r.name for r in self.routes]
         if len(set(names)) != len(names):
             raise ValueError(f"route names must be unique, got {names}")
@@ -331,6 +408,10 @@ class Settings(BaseSettings):
     @property
     def keys_path(self) -> Path:
         return self.keys_db or self.data_dir / "keys.sqlite"
+
+    @property
+    def jobs_path(self) -> Path:
+        return self.jobs_db or self.data_dir / "jobs.sqlite"
 
     @property
     def uses_server(self) -> bool:
