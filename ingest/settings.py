@@ -279,6 +279,11 @@ class Settings(BaseSettings):
     keys_db: Path | None = Field(
         None, description="SQLite file of API keys; unset = keys.sqlite in data_dir."
     )
+    keys_url: str | None = Field(
+        None,
+        description="Redis URL of an API key store shared by every API replica; unset = the "
+        "SQLite file keys_db.",
+    )
     rate_limit: str = Field(
         "600/minute", description="Per-key request limit (limits syntax, e.g. '10/second')."
     )
