@@ -266,7 +266,7 @@ class Settings(BaseSettings):
     max_metadata_depth: int = Field(8, ge=1, le=32, description="Nesting levels of metadata.")
     max_metadata_bytes: int = Field(16_384, gt=0, description="JSON bytes of one metadata.")
     ingest_queue_size: int = Field(
-        8, ge=1, description="Ingest/delete requests that may wait; more get 503 + Retry-After."
+        8, ge=1, description="Delete requests that may wait; more get 503 + Retry-After."
     )
     source_paths: Literal["relative", "absolute"] = Field(
         "relative", description="`source` of ingested files: relative to the ingest root's parent."
@@ -315,6 +315,9 @@ class Settings(BaseSettings):
         gt=0,
         le=1024,
         description="Documents per job task: the unit that is retried and shared.",
+    )
+    max_open_jobs: int = Field(
+        1000, ge=1, description="Queued and running jobs; a new one beyond it gets 503 + Retry-After."
     )
     job_retention_hours: float = Field(
         168, gt=0, description="Finished jobs stay listed this long, then are forgotten."

@@ -35,6 +35,7 @@ from ingest.settings import Settings
 
 from .admin_cli import collections_app, doctor, keys_app
 from .cli_support import DataDirOpt, err, fail, make_settings, out
+from .jobs_cli import jobs_app, worker
 
 app = typer.Typer(
     name="grounded",
@@ -459,6 +460,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(collections_app, name="collections")
 app.command()(doctor)
 
+# ingest jobs and workers -------------------------------------------------------------------
+app.add_typer(jobs_app, name="jobs")
+app.command()(worker)
+
 
 # serve -------------------------------------------------------------------------------------
 @app.command()
@@ -487,6 +492,13 @@ def serve(
     settings = make_settings(
         data_dir=data_dir, host=host, port=port, collection=collection, **overrides
     )
+    if settings.broker_url and not settings.qdrant_url:
+        raise fail(
+            "GROUNDED_BROKER_URL is set but GROUNDED_QDRANT_URL is not: workers in other "
+            "processes cannot write to the embedded store this service opens. Set a Qdrant "
+            "server URL, or unset the broker to run jobs inside the service.",
+            2,
+        )
     if auth_enabled(settings) and not KeyStore(settings.keys_path).has_active_keys():
         raise fail(
             f"API keys are required when serving on {settings.host} (beyond loopback), and "

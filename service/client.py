@@ -16,6 +16,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from ingest.documents import Document
+from ingest.loaders import LoadFailure
 from ingest.pipeline import IngestReport, ProgressFn, Skipped, batched
 
 BUSY_WAIT_S = 300.0
@@ -87,7 +88,10 @@ class GroundedClient:
         except (httpx.HTTPError, SSEError) as exc:
             raise ServiceError(f"stream from {self.http.base_url} failed: {exc}") from None
 
-    def ingest(self, collection: str, docs: Sequence[Document]) -> dict[str, Any]:
+    def submit_ingest(
+        self, collection: str, docs: Sequence[Document], wait: bool = False
+    ) -> dict[str, Any]:
+        """``POST /v1/ingest``: the job (202), or with ``wait`` its report once finished."""
         payload = {
             "collection": collection,
             "documents": [
@@ -101,7 +105,20 @@ class GroundedClient:
                 for d in docs
             ],
         }
-        return self._call("POST", "/v1/ingest", json=payload)
+        return self._call("POST", "/v1/ingest", json=payload, params={"wait": wait})
+
+    def ingest(self, collection: str, docs: Sequence[Document]) -> dict[str, Any]:
+        """Ingest and wait for the report (small batches)."""
+        return self.submit_ingest(collection, docs, wait=True)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/jobs", params={"limit": limit})
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/jobs/{job_id}")
 
     def delete(self, collection: str, doc_ids: Sequence[str]) -> int:
         return int(
@@ -119,39 +136,72 @@ class GroundedClient:
             raise
 
 
-class RemoteIngestTarget:
-    """Sends documents to ``POST /v1/ingest`` in batches."""
+FINISHED = ("succeeded", "failed", "cancelled")
 
-    def __init__(self, client: GroundedClient, collection: str, batch_docs: int = 64) -> None:
+
+class RemoteIngestTarget:
+    """Submits documents as ingest jobs (``POST /v1/ingest``, one per batch) and follows them
+    until they finish; progress counts what the service's workers have written."""
+
+    def __init__(
+        self, client: GroundedClient, collection: str, batch_docs: int = 64, poll_s: float = 0.5
+    ) -> None:
         self.client = client
         self.collection = collection
         self.batch_docs = batch_docs
+        self.poll_s = poll_s
 
     def ingest(
         self, documents: Iterable[Document], progress: ProgressFn | None = None
     ) -> IngestReport:
-        report = IngestReport()
         started = time.perf_counter()
-        done = 0
+        jobs: dict[str, dict[str, Any]] = {}
+        polled = 0.0
         for batch in batched(documents, self.batch_docs):
-            part = self.client.ingest(self.collection, batch)
-            report.add(
-                IngestReport(
-                    added=part["added"],
-                    updated=part["updated"],
-                    unchanged=part["unchanged"],
-                    chunks_written=part["chunks_written"],
-                    skipped=[Skipped(s["id"], s["reason"]) for s in part.get("skipped", [])],
-                )
-            )
-            done += len(batch)
-            if progress:
-                progress(done, report.chunks_written)
+            job = self.client.submit_ingest(self.collection, batch)
+            jobs[job["id"]] = job
+            if time.monotonic() - polled >= self.poll_s:
+                self._refresh(jobs, progress)
+                polled = time.monotonic()
+        while self._refresh(jobs, progress):
+            time.sleep(self.poll_s)
+        report = job_report(jobs.values())
         report.seconds = time.perf_counter() - started
         return report
+
+    def _refresh(self, jobs: dict[str, dict[str, Any]], progress: ProgressFn | None) -> bool:
+        """Re-read unfinished jobs; True while any is unfinished."""
+        for job_id, job in jobs.items():
+            if job["state"] not in FINISHED:
+                jobs[job_id] = self.client.job(job_id)
+        if progress:
+            done = sum(j["progress"]["documents_done"] for j in jobs.values())
+            progress(done, sum(j["progress"]["chunks_written"] for j in jobs.values()))
+        return any(j["state"] not in FINISHED for j in jobs.values())
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         return self.client.delete(self.collection, doc_ids)
 
     def document_sources(self) -> dict[str, str]:
         return self.client.sources(self.collection)
+
+
+def job_report(jobs: Iterable[dict[str, Any]]) -> IngestReport:
+    """Finished jobs (the API's view) summed into one report; failed documents and cancelled
+    jobs become failures."""
+    report = IngestReport()
+    for job in jobs:
+        counts = job["progress"]
+        report.add(
+            IngestReport(
+                added=counts["added"],
+                updated=counts["updated"],
+                unchanged=counts["unchanged"],
+                chunks_written=counts["chunks_written"],
+                skipped=[Skipped(s["id"], s["reason"]) for s in job["skipped"]],
+                failures=[LoadFailure(e["id"], e["reason"]) for e in job["errors"]],
+            )
+        )
+        if job["state"] == "cancelled":
+            report.failures.append(LoadFailure(f"job {job['id']}", "cancelled"))
+    return report

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .api.schemas import ChunkOut
+from .jobs.model import Job
 from .pipeline import QueryResult
 from .retrieval import RetrievalResult, RetrievedChunk, SearchParams
 from .routing import RouteDecision
@@ -67,3 +68,21 @@ def query_response(result: QueryResult) -> dict[str, Any]:
         usage=answer.usage,
     )
     return response
+
+
+def report_of(job: Job) -> dict[str, Any]:
+    """A finished job in the shape of an ingest report (``POST /v1/ingest?wait=true``)."""
+    view = job.to_dict()
+    return {
+        "job_id": job.id,
+        "state": job.state.value,
+        "documents": job.added + job.updated + job.unchanged,
+        "added": job.added,
+        "updated": job.updated,
+        "unchanged": job.unchanged,
+        "deleted": 0,
+        "chunks_written": job.chunks_written,
+        "errors": view["errors"],
+        "skipped": view["skipped"],
+        "seconds": view["timings"]["running_s"],
+    }

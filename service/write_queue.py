@@ -25,10 +25,8 @@ T = TypeVar("T")
 class QueueFull(Exception):
     """Too many writes are waiting; ``retry_after`` is a hint in seconds."""
 
-    def __init__(self, capacity: int, retry_after: int) -> None:
-        super().__init__(
-            f"the ingest queue is full ({capacity} requests waiting); retry in {retry_after} s"
-        )
+    def __init__(self, capacity: int, retry_after: int, waiting: str = "requests waiting") -> None:
+        super().__init__(f"the queue is full ({capacity} {waiting}); retry in {retry_after} s")
         self.retry_after = retry_after
 
 

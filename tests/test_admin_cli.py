@@ -7,18 +7,12 @@ The server binds ``0.0.0.0`` (the case that needs keys) but the tests only ever 
 
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from support.cli_runner import REPO, grounded
+from support.cli_runner import grounded
+from support.serve import free_port, serving
 
 from ingest.build import build_ingestor
 from ingest.documents import Document
@@ -108,45 +102,6 @@ def test_keys_create_list_revoke_and_refuse_bad_input(tmp_path: Path) -> None:
 
 
 # serve ---------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))  # free on every interface, since the server binds them all
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serving(data: Path, *args: str) -> Iterator[tuple[str, Path]]:
-    """``grounded serve ARGS`` on a free port until the block ends; yields the loopback URL to
-    connect to and the file that collects its stderr."""
-    port = _free_port()
-    stderr = data.parent / f"serve-{port}.stderr"
-    env = {**os.environ, "GROUNDED_DATA_DIR": str(data), "COLUMNS": "200"}
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *args]
-    with stderr.open("w") as sink:
-        proc = subprocess.Popen(
-            command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink, text=True
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None, stderr.read_text()
-                assert time.monotonic() < deadline, "grounded serve did not come up"
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            yield url, stderr
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-
-
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -167,7 +122,7 @@ def test_serve_beyond_loopback_requires_keys(tmp_path: Path, corpus: Path) -> No
         "--host",
         "0.0.0.0",
         "--port",
-        str(_free_port()),
+        str(free_port()),
         data_dir=data,
         check_rc=2,
         timeout=120,
@@ -181,7 +136,8 @@ def test_serve_beyond_loopback_requires_keys(tmp_path: Path, corpus: Path) -> No
     outsider, _ = store.create("globex", {"read"}, name="outsider")
 
     search = {"query": "how do plants make sugar", "collection": "kb", "top_k": 3}
-    with serving(data, "--host", "0.0.0.0") as (url, stderr):
+    with serving(data, "--host", "0.0.0.0") as served:
+        url, stderr = served.url, served.stderr
         http = httpx.Client(base_url=url, timeout=60)
 
         anonymous = http.post("/v1/search", json=search)
@@ -227,7 +183,8 @@ def test_serve_insecure_and_loopback_need_no_key(tmp_path: Path) -> None:
     data = tmp_path / "data"
     doc = {"id": "glaciers", "text": "Glaciers retreat as the climate warms."}
     search = {"query": "why do glaciers retreat", "collection": "kb"}
-    with serving(data, "--host", "0.0.0.0", "--insecure") as (url, stderr):
+    with serving(data, "--host", "0.0.0.0", "--insecure") as served:
+        url, stderr = served.url, served.stderr
         ingested = httpx.post(
             f"{url}/v1/ingest", json={"collection": "kb", "documents": [doc]}, timeout=60
         )
@@ -236,7 +193,8 @@ def test_serve_insecure_and_loopback_need_no_key(tmp_path: Path) -> None:
     assert "serving on 0.0.0.0 WITHOUT authentication" in warning
     assert not (data / "keys.sqlite").exists() or not KeyStore(data / "keys.sqlite").list()
 
-    with serving(data) as (url, stderr):  # the default: loopback, no keys
+    with serving(data) as served:
+        url, stderr = served.url, served.stderr  # the default: loopback, no keys
         found = httpx.post(f"{url}/v1/search", json=search, timeout=60)
         assert found.status_code == 200, found.text
         assert found.json()["results"][0]["doc_id"] == "glaciers"

@@ -1,8 +1,9 @@
 """The FastAPI application: thin routes over one :class:`~service.pipeline.RagPipeline`.
 
 Domain errors are mapped to HTTP statuses here, once: bad names and requests 422, oversize
-requests 413, unknown collections 404, missing or unknown keys 401, missing scopes 403, spent
-rate limits 429 and a full write queue 503 (both with ``Retry-After``).
+requests 413, unknown collections and jobs 404, cancelling a finished job 409, missing or
+unknown keys 401, missing scopes 403, spent rate limits 429 and a full write or job queue 503
+(both with ``Retry-After``).
 
 Example::
 
@@ -29,12 +30,14 @@ from ingest.settings import Settings
 from .. import metrics
 from ..auth import Authenticator, Forbidden, KeyStore, RateLimited, Unauthenticated, is_loopback
 from ..errors import InvalidRequest, PayloadTooLarge
+from ..jobs import JobFinished, JobNotFound, JobService, build_job_service
 from ..pipeline import NotConfigured, RagPipeline
 from ..write_queue import QueueFull, WriteQueue
 from .deps import authorized
 from .errors import document_errors, validation_error_handler
 from .observability import install_observability
 from .routes import chat, collections, documents, search
+from .routes import jobs as job_routes
 
 
 class BodySizeLimit:
@@ -129,17 +132,23 @@ def create_app(
     pipeline: RagPipeline,
     *,
     authenticator: Authenticator | None = None,
+    jobs: JobService | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """The app over ``pipeline``; auth follows the settings unless ``authenticator`` is given."""
+    """The app over ``pipeline``; auth follows the settings unless ``authenticator`` is given,
+    ingest jobs run as the settings say (:func:`~service.jobs.build_job_service`) unless
+    ``jobs`` is given."""
     settings = pipeline.settings
     write_queue = WriteQueue(settings.ingest_queue_size)
+    job_service = jobs or build_job_service(settings, pipeline.ingest)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        job_service.start()  # the embedded runner resumes jobs a previous process left
         if on_ready:
             on_ready()
         yield
+        job_service.close()
         write_queue.close()
         pipeline.close()
 
@@ -151,9 +160,11 @@ def create_app(
     )
     app.state.pipeline = pipeline
     app.state.write_queue = write_queue
+    app.state.jobs = job_service
     app.state.authenticator = authenticator or build_authenticator(settings)
     app.include_router(search.router)
     app.include_router(documents.router)
+    app.include_router(job_routes.router)
     app.include_router(collections.router)
     app.include_router(chat.router)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -162,6 +173,8 @@ def create_app(
     app.add_exception_handler(InvalidRequest, _error(422))
     app.add_exception_handler(PayloadTooLarge, _error(413))
     app.add_exception_handler(CollectionNotFound, _error(404))
+    app.add_exception_handler(JobNotFound, _error(404))
+    app.add_exception_handler(JobFinished, _error(409))
     app.add_exception_handler(IncompatibleCollection, _error(409))
     app.add_exception_handler(IndexProblem, _error(400))
     app.add_exception_handler(NotConfigured, _error(422))

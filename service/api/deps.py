@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from ..auth import Authenticator, Principal
+from ..jobs import JobService
 from ..pipeline import RagPipeline
 from ..write_queue import WriteQueue
 
@@ -20,7 +21,12 @@ def get_write_queue(request: Request) -> WriteQueue:
     return request.app.state.write_queue
 
 
+def get_jobs(request: Request) -> JobService:
+    return request.app.state.jobs
+
+
 PipelineDep = Annotated[RagPipeline, Depends(get_pipeline)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
 WriteQueueDep = Annotated[WriteQueue, Depends(get_write_queue)]
 
 

@@ -243,3 +243,52 @@ class CollectionOut(BaseModel):
     dimension: int
     chunker: str
     bm25: dict[str, Any]
+
+
+class JobProgress(BaseModel):
+    documents_done: int
+    documents_total: int
+    batches_done: int
+    batches_total: int
+    added: int
+    updated: int
+    unchanged: int = Field(description="Documents skipped because their content was unchanged.")
+    chunks_written: int
+
+
+class JobProblem(BaseModel):
+    id: str = Field(description="The document's id.")
+    reason: str
+
+
+class JobOut(BaseModel):
+    """An ingest job: ``GET /v1/jobs/{id}`` until ``state`` is succeeded, failed or cancelled."""
+
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    collection: str
+    tenant: str
+    progress: JobProgress
+    errors: list[JobProblem] = Field(description="Documents that failed (the others are written).")
+    skipped: list[JobProblem] = Field(description="Documents with nothing to index.")
+    problems_omitted: int = Field(description="Errors and skips beyond the first 1000 of each.")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    timings: dict[str, float]
+
+
+class IngestReportOut(BaseModel):
+    """``POST /v1/ingest?wait=true`` once its job finished (a 202 with the job otherwise)."""
+
+    job_id: str
+    state: str
+    documents: int
+    added: int
+    updated: int
+    unchanged: int
+    deleted: int = 0
+    chunks_written: int
+    errors: list[JobProblem]
+    skipped: list[JobProblem]
+    seconds: float

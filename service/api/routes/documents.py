@@ -1,38 +1,61 @@
 """Writes through the running service: the way to ingest while it owns an embedded shard.
 
-Writes wait in the app's bounded :class:`~service.write_queue.WriteQueue`, never on the thread
-pool that searches and health checks use; a full queue answers 503 with ``Retry-After``.
+Ingests become jobs (:mod:`service.jobs`), stored before the 202 and run by the service's job
+thread or a Celery fleet. Deletes wait in the app's bounded
+:class:`~service.write_queue.WriteQueue`, never on the thread pool that searches and health
+checks use; a full queue answers 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
 
 from ingest.names import NAME_PATTERN
 
 from ...requests import ingest_documents
-from ..deps import Ingester, PipelineDep, SourceReader, WriteQueueDep
-from ..schemas import DeleteRequest, IngestRequest
+from ...responses import report_of
+from ..deps import Ingester, JobsDep, PipelineDep, SourceReader, WriteQueueDep
+from ..schemas import DeleteRequest, IngestReportOut, IngestRequest, JobOut
 
 router = APIRouter(prefix="/v1", tags=["documents"])
+
+WAIT_TIMEOUT_S = 300.0
+"""``?wait=true`` answers 202 with the job when it has not finished by then."""
 
 CollectionPath = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
 
 
-@router.post("/ingest")
+@router.post(
+    "/ingest",
+    status_code=202,
+    response_model=JobOut,
+    responses={200: {"model": IngestReportOut, "description": "?wait=true: the finished job."}},
+)
 async def ingest(
-    body: IngestRequest, pipeline: PipelineDep, queue: WriteQueueDep, caller: Ingester
-) -> dict[str, object]:
-    """Chunk, embed and upsert documents; unchanged ones are skipped, changed ones replaced,
-    empty ones reported under ``skipped``."""
+    body: IngestRequest,
+    pipeline: PipelineDep,
+    jobs: JobsDep,
+    caller: Ingester,
+    wait: Annotated[
+        bool, Query(description="Answer when the job finished (small batches), not at once.")
+    ] = False,
+) -> Any:
+    """Queue documents for chunking, embedding and upserting: 202 with the job (``Location:
+    /v1/jobs/{id}``); the job is stored before this answers. Unchanged documents are skipped,
+    changed ones replaced, empty ones reported under ``skipped``."""
     docs = ingest_documents(body, pipeline.settings)
     collection = body.collection or pipeline.settings.collection
-    job = queue.submit(lambda: pipeline.ingest(docs, collection, tenant=caller.tenant))
-    report = await asyncio.wrap_future(job)
-    return report.to_dict()
+    job = await asyncio.to_thread(jobs.submit, docs, collection, caller.tenant)
+    location = {"Location": f"/v1/jobs/{job.id}"}
+    if wait:
+        job = await jobs.wait(job.id, caller.tenant, WAIT_TIMEOUT_S)
+        if job.state.finished:
+            return JSONResponse(report_of(job), headers=location)
+    return JSONResponse(job.to_dict(), status_code=202, headers=location)
 
 
 @router.post("/delete")

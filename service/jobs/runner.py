@@ -1,0 +1,111 @@
+"""Running one batch of a job, the same way on a service thread and on a Celery worker.
+
+A batch is ingested as a whole; when that fails with anything but a transient error, its
+documents are retried one at a time so that a bad document fails alone (reported in the job)
+and the others are written. Transient errors — Qdrant or the network timing out or refusing,
+a 5xx or 429 from Qdrant, CUDA out of memory — are raised to the caller, which retries the
+batch with backoff (re-running a batch is harmless: unchanged documents are skipped by their
+hash and point ids are deterministic).
+
+Example::
+
+    run_batch(store, job_id, 0, pipeline.ingest)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import httpx
+
+from ingest.documents import Document
+from ingest.pipeline import IngestReport
+
+from .model import BatchOutcome, Job, Problem
+from .store import JobStore
+
+log = logging.getLogger("grounded.jobs")
+
+Ingest = Callable[[list[Document], str, str], IngestReport]
+"""``(documents, collection, tenant) -> report``: what writes a batch (``RagPipeline.ingest``)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying the same batch later (as opposed to a problem of the documents)."""
+    if isinstance(exc, ConnectionError | TimeoutError | httpx.TransportError):
+        return True
+    try:
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+    except ImportError:  # pragma: no cover - qdrant-client is a dependency
+        return False
+    if isinstance(exc, ResponseHandlingException):
+        return True
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code == 429 or exc.status_code >= 500
+    # torch.OutOfMemoryError (CUDA) without importing torch here
+    return type(exc).__name__ == "OutOfMemoryError"
+
+
+def _outcome(report: IngestReport, documents: int, errors: list[Problem]) -> BatchOutcome:
+    return BatchOutcome(
+        documents=documents,
+        added=report.added,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        chunks_written=report.chunks_written,
+        skipped=tuple(Problem(s.doc_id, s.reason) for s in report.skipped),
+        errors=tuple(errors),
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def ingest_documents(docs: list[Document], job: Job, ingest: Ingest) -> BatchOutcome:
+    """The batch's outcome; raises only transient errors."""
+    try:
+        return _outcome(ingest(docs, job.collection, job.tenant), len(docs), [])
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.warning("job %s: batch failed (%s); retrying its documents one by one", job.id, exc)
+    report, errors = IngestReport(), []
+    for doc in docs:
+        try:
+            report.add(ingest([doc], job.collection, job.tenant))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            errors.append(Problem(doc.id, _reason(exc)))
+    return _outcome(report, len(docs), errors)
+
+
+def run_batch(store: JobStore, job_id: str, batch: int, ingest: Ingest) -> Job | None:
+    """Run one batch unless it is recorded already or its job finished (cancelled)."""
+    job = store.get(job_id)
+    if job is None or job.state.finished or batch in job.done_batches:
+        return job
+    docs = store.documents(job_id, batch)
+    if docs is None:  # recorded by another delivery of this batch meanwhile
+        return job
+    store.update(job_id, Job.start)
+    outcome = ingest_documents(docs, job, ingest)
+    job = store.update(job_id, lambda j: j.record(batch, outcome))
+    store.drop_documents(job_id, batch)
+    return job
+
+
+def give_up(store: JobStore, job_id: str, batch: int, exc: BaseException, attempts: int) -> None:
+    """Retries are spent: the batch's documents fail with the last error, the job goes on."""
+    docs = store.documents(job_id, batch) or []
+    reason = f"gave up after {attempts} attempts: {_reason(exc)}"
+    outcome = BatchOutcome(documents=len(docs), errors=tuple(Problem(d.id, reason) for d in docs))
+    store.update(job_id, lambda j: j.record(batch, outcome))
+    store.drop_documents(job_id, batch)
+
+
+def retry_delay(backoff: float, attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (0-based): doubling, at most 10 minutes."""
+    return min(600.0, backoff * 2**attempt)
