@@ -317,7 +317,7 @@ class Settings(BaseSettings):
         description="Documents per job task: the unit that is retried and shared.",
     )
     max_open_jobs: int = Field(
-        1000, ge=1, description="Queued and running jobs; a new one beyond it gets 503 + Retry-After."
+        1000, ge=1, description="Queued and running jobs; one more gets 503 + Retry-After."
     )
     job_retention_hours: float = Field(
         168, gt=0, description="Finished jobs stay listed this long, then are forgotten."

@@ -36,6 +36,7 @@ from ingest.settings import Settings
 from .admin_cli import collections_app, doctor, keys_app
 from .cli_support import DataDirOpt, err, fail, make_settings, out
 from .jobs_cli import jobs_app, worker
+from .migrate_cli import migrate
 
 app = typer.Typer(
     name="grounded",
@@ -463,6 +464,7 @@ app.command()(doctor)
 # ingest jobs and workers -------------------------------------------------------------------
 app.add_typer(jobs_app, name="jobs")
 app.command()(worker)
+app.command()(migrate)
 
 
 # serve -------------------------------------------------------------------------------------

@@ -150,9 +150,9 @@ def test_serve_beyond_loopback_requires_keys(tmp_path: Path, corpus: Path) -> No
 
         doc = {"id": "glaciers", "text": "Glaciers retreat as the climate warms."}
         body = {"collection": "kb", "documents": [doc]}
-        read_only = http.post("/v1/ingest", json=body, headers=_bearer(reader))
+        read_only = http.post("/v1/ingest?wait=true", json=body, headers=_bearer(reader))
         assert read_only.status_code == 403 and "ingest" in read_only.json()["detail"]
-        ingested = http.post("/v1/ingest", json=body, headers=_bearer(writer))
+        ingested = http.post("/v1/ingest?wait=true", json=body, headers=_bearer(writer))
         assert ingested.status_code == 200 and ingested.json()["added"] == 1
 
         # The CLI through the server: the key comes from GROUNDED_API_KEY.
@@ -186,7 +186,7 @@ def test_serve_insecure_and_loopback_need_no_key(tmp_path: Path) -> None:
     with serving(data, "--host", "0.0.0.0", "--insecure") as served:
         url, stderr = served.url, served.stderr
         ingested = httpx.post(
-            f"{url}/v1/ingest", json={"collection": "kb", "documents": [doc]}, timeout=60
+            f"{url}/v1/ingest?wait=true", json={"collection": "kb", "documents": [doc]}, timeout=60
         )
         assert ingested.status_code == 200, ingested.text
     warning = _one_line(stderr.read_text())

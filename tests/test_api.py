@@ -43,7 +43,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[TestC
     )
     pipeline = RagPipeline(settings, EdgeIndex(settings.data_dir), embedder)
     with TestClient(create_app(pipeline)) as test_client:
-        response = test_client.post("/v1/ingest", json={"documents": DOCS})
+        response = test_client.post("/v1/ingest?wait=true", json={"documents": DOCS})
         assert response.status_code == 200, response.text
         assert response.json()["added"] == 3
         yield test_client
@@ -133,14 +133,14 @@ def test_malformed_json_is_422(client: TestClient) -> None:
 
 def test_ingest_update_delete_through_api(client: TestClient) -> None:
     doc = {"id": "tmp", "text": "Temporary note about volcanoes and lava.", "title": "Tmp"}
-    assert client.post("/v1/ingest", json={"documents": [doc]}).json()["added"] == 1
-    assert client.post("/v1/ingest", json={"documents": [doc]}).json()["unchanged"] == 1
+    assert client.post("/v1/ingest?wait=true", json={"documents": [doc]}).json()["added"] == 1
+    assert client.post("/v1/ingest?wait=true", json={"documents": [doc]}).json()["unchanged"] == 1
     changed = {**doc, "text": "Temporary note about glaciers."}
-    assert client.post("/v1/ingest", json={"documents": [changed]}).json()["updated"] == 1
+    assert client.post("/v1/ingest?wait=true", json={"documents": [changed]}).json()["updated"] == 1
     assert "tmp" in client.get("/v1/collections/kb/sources").json()
     assert client.post("/v1/delete", json={"doc_ids": ["tmp"]}).json() == {"deleted": 1}
     assert "tmp" not in client.get("/v1/collections/kb/sources").json()
-    assert client.post("/v1/ingest", json={"documents": []}).status_code == 422
+    assert client.post("/v1/ingest?wait=true", json={"documents": []}).status_code == 422
 
 
 def test_health_readiness_collections_and_docs(client: TestClient) -> None:

@@ -95,10 +95,12 @@ def test_401_403_and_scopes(secured) -> None:  # type: ignore[no-untyped-def]
     basic = client.post("/v1/search", json=search, headers={"Authorization": "Basic abc"})
     assert basic.status_code == 401 and "Bearer" in basic.json()["detail"]
 
-    ingest = client.post("/v1/ingest", json={"documents": [DOC]}, headers=bearer(reader))
+    ingest = client.post("/v1/ingest?wait=true", json={"documents": [DOC]}, headers=bearer(reader))
     assert ingest.status_code == 403 and "'ingest' scope" in ingest.json()["detail"]
     assert (
-        client.post("/v1/ingest", json={"documents": [DOC]}, headers=bearer(writer)).json()["added"]
+        client.post(
+            "/v1/ingest?wait=true", json={"documents": [DOC]}, headers=bearer(writer)
+        ).json()["added"]
         == 1
     )
     assert client.post("/v1/search", json=search, headers=bearer(writer)).status_code == 403
@@ -124,7 +126,7 @@ def test_401_403_and_scopes(secured) -> None:  # type: ignore[no-untyped-def]
 def test_openai_route_takes_the_key_as_bearer_token(secured) -> None:  # type: ignore[no-untyped-def]
     client, store = secured
     writer, _ = store.create("acme", {"ingest", "read"})
-    client.post("/v1/ingest", json={"documents": [DOC]}, headers=bearer(writer))
+    client.post("/v1/ingest?wait=true", json={"documents": [DOC]}, headers=bearer(writer))
     chat = {"model": "grounded:kb", "messages": [{"role": "user", "content": "Who dances?"}]}
     assert client.post("/v1/chat/completions", json=chat).status_code == 401
     reply = client.post("/v1/chat/completions", json=chat, headers=bearer(writer))
@@ -153,30 +155,28 @@ def test_rate_limit_is_per_key_with_retry_after(tmp_path: Path, embedder) -> Non
 def test_full_write_queue_answers_503_and_health_stays_up(secured) -> None:  # type: ignore[no-untyped-def]
     client, store = secured
     writer, _ = store.create("acme", {"ingest", "read"})
-    client.post("/v1/ingest", json={"documents": [DOC]}, headers=bearer(writer))
+    client.post("/v1/ingest?wait=true", json={"documents": [DOC]}, headers=bearer(writer))
     queue = client.app.state.write_queue  # type: ignore[attr-defined]
     release = threading.Event()
     held = [queue.submit(release.wait) for _ in range(queue.capacity)]
+    delete = {"collection": "kb", "doc_ids": [DOC["id"]]}
     try:
-        busy = client.post("/v1/ingest", json={"documents": [DOC]}, headers=bearer(writer))
+        busy = client.post("/v1/delete", json=delete, headers=bearer(writer))
         assert busy.status_code == 503 and busy.headers["Retry-After"].isdigit()
         assert "queue is full" in busy.json()["detail"]
-        # reads and health never wait behind writes
+        # reads, health and new ingest jobs never wait behind writes
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
         search = {"query": "bees", "collection": "kb"}
         assert client.post("/v1/search", json=search, headers=bearer(writer)).status_code == 200
+        queued = client.post("/v1/ingest", json={"documents": [DOC]}, headers=bearer(writer))
+        assert queued.status_code == 202
         assert client.get("/metrics").status_code == 401  # auth is on: metrics need admin
     finally:
         release.set()
         for future in held:
             future.result(timeout=10)
-    assert (
-        client.post("/v1/ingest", json={"documents": [DOC]}, headers=bearer(writer)).json()[
-            "unchanged"
-        ]
-        == 1
-    )
+    assert client.post("/v1/delete", json=delete, headers=bearer(writer)).json()["deleted"] == 1
 
 
 def test_chunked_body_over_the_limit_is_413(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -191,7 +191,7 @@ def test_chunked_body_over_the_limit_is_413(tmp_path: Path, embedder) -> None:  
 
     with TestClient(create_app(pipeline)) as client:
         response = client.post(
-            "/v1/ingest", content=chunks(), headers={"Content-Type": "application/json"}
+            "/v1/ingest?wait=true", content=chunks(), headers={"Content-Type": "application/json"}
         )
         assert response.status_code == 413, response.text
         assert "exceeds the limit of 1000 bytes" in response.json()["detail"]

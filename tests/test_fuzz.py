@@ -215,7 +215,10 @@ KNOWN = [
     ("POST", "/v1/chat/completions", {}, {"messages": CHAT, "model": "grounded:kb"}, 200),
     ("POST", "/v1/chat/completions", {}, {"messages": CHAT, "stream": True}, 200),
     ("POST", "/v1/chat/completions", {}, {"messages": CHAT, "model": "grounded:nope"}, 404),
-    ("POST", "/v1/ingest", {}, {"documents": [{"id": "n", "text": "A note on comets."}]}, 200),
+    ("POST", "/v1/ingest", {}, {"documents": [{"id": "n", "text": "A note on comets."}]}, 202),
+    ("GET", "/v1/jobs", {}, None, 200),
+    ("GET", "/v1/jobs/{job_id}", {"job_id": "0" * 32}, None, 404),
+    ("DELETE", "/v1/jobs/{job_id}", {"job_id": "0" * 32}, None, 404),
     ("POST", "/v1/delete", {}, {"doc_ids": ["rome"]}, 200),
 ]
 

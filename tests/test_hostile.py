@@ -104,7 +104,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[World]
     app = create_app(RagPipeline(settings, EdgeIndex(data_dir), embedder))
     with TestClient(app, raise_server_exceptions=False) as client:
         for collection in ("kb", PRIVATE):
-            response = client.post("/v1/ingest", json={"collection": collection, "documents": DOCS})
+            response = client.post(
+                "/v1/ingest?wait=true", json={"collection": collection, "documents": DOCS}
+            )
             assert response.status_code == 200, response.text
         yield World(root, data_dir, outside, app, client)
 
@@ -116,7 +118,9 @@ _counter = iter(range(1_000_000))
 def fresh(world: World) -> str:
     """A new collection holding ``DOCS``, for attacks that could poison what they touch."""
     name = f"fresh{next(_counter)}"
-    response = world.client.post("/v1/ingest", json={"collection": name, "documents": DOCS})
+    response = world.client.post(
+        "/v1/ingest?wait=true", json={"collection": name, "documents": DOCS}
+    )
     assert response.status_code == 200, response.text
     return name
 
@@ -135,7 +139,7 @@ def assert_refused(world: World, response: Any, *statuses: int) -> str:
 def _by_name(route: str, name: str) -> tuple[str, dict[str, Any]]:
     if route == "ingest":
         doc = {"id": "hostile", "text": "A hostile document about zeppelins."}
-        return "/v1/ingest", {"collection": name, "documents": [doc]}
+        return "/v1/ingest?wait=true", {"collection": name, "documents": [doc]}
     if route == "search":
         return "/v1/search", {"query": "waggle dance", "collection": name}
     if route == "query":
@@ -186,7 +190,7 @@ def test_unstorable_metadata_is_422_and_does_not_poison(
     )
     body = b'{"collection": "' + fresh.encode() + b'", "documents": [' + doc + b"]}"
     response = world.client.post(
-        "/v1/ingest", content=body, headers={"content-type": "application/json"}
+        "/v1/ingest?wait=true", content=body, headers={"content-type": "application/json"}
     )
     assert_refused(world, response, 422)
     assert world.state() == before
@@ -230,7 +234,9 @@ def test_duplicate_ids_in_one_request_are_422(world: World, fresh: str) -> None:
         {"id": "twin", "text": "The second twin writes about glaciers."},
     ]
     before = world.client.get(f"/v1/collections/{fresh}/sources").json()
-    response = world.client.post("/v1/ingest", json={"collection": fresh, "documents": docs})
+    response = world.client.post(
+        "/v1/ingest?wait=true", json={"collection": fresh, "documents": docs}
+    )
     detail = assert_refused(world, response, 422)
     assert "twin" in detail and "duplicate" in detail.lower()
     assert world.client.get(f"/v1/collections/{fresh}/sources").json() == before
@@ -239,7 +245,8 @@ def test_duplicate_ids_in_one_request_are_422(world: World, fresh: str) -> None:
 @pytest.mark.parametrize("text", ["", "   \n\t  "], ids=["empty", "whitespace"])
 def test_empty_document_is_reported_as_skipped(world: World, fresh: str, text: str) -> None:
     response = world.client.post(
-        "/v1/ingest", json={"collection": fresh, "documents": [{"id": "blank", "text": text}]}
+        "/v1/ingest?wait=true",
+        json={"collection": fresh, "documents": [{"id": "blank", "text": text}]},
     )
     assert response.status_code == 200, response.text
     report = response.json()
@@ -253,7 +260,9 @@ def test_empty_document_is_reported_as_skipped(world: World, fresh: str, text: s
 
 def test_more_documents_than_the_limit_is_refused(world: World, fresh: str) -> None:
     docs = [{"id": f"many{i}", "text": f"Note {i} about rivers."} for i in range(MAX_DOCUMENTS + 1)]
-    response = world.client.post("/v1/ingest", json={"collection": fresh, "documents": docs})
+    response = world.client.post(
+        "/v1/ingest?wait=true", json={"collection": fresh, "documents": docs}
+    )
     detail = assert_refused(world, response, 413, 422)
     assert str(MAX_DOCUMENTS) in detail, detail
     sources = world.client.get(f"/v1/collections/{fresh}/sources").json()
@@ -263,7 +272,9 @@ def test_more_documents_than_the_limit_is_refused(world: World, fresh: str) -> N
 def test_document_over_the_byte_limit_is_refused(world: World, fresh: str) -> None:
     # 2049 characters, 4098 UTF-8 bytes: the limit is on bytes.
     docs = [{"id": "big", "text": "é" * (MAX_DOCUMENT_BYTES // 2 + 1)}]
-    response = world.client.post("/v1/ingest", json={"collection": fresh, "documents": docs})
+    response = world.client.post(
+        "/v1/ingest?wait=true", json={"collection": fresh, "documents": docs}
+    )
     detail = assert_refused(world, response, 413, 422)
     assert str(MAX_DOCUMENT_BYTES) in detail, detail
     assert "big" not in world.client.get(f"/v1/collections/{fresh}/sources").json()
@@ -281,7 +292,7 @@ def _chunked(total: int) -> Iterator[bytes]:
     yield b'"}'
 
 
-@pytest.mark.parametrize("path", ["/v1/search", "/v1/ingest", "/v1/chat/completions"])
+@pytest.mark.parametrize("path", ["/v1/search", "/v1/ingest?wait=true", "/v1/chat/completions"])
 def test_chunked_body_over_the_limit_is_413(world: World, path: str) -> None:
     response = world.client.post(
         path,
@@ -294,7 +305,7 @@ def test_chunked_body_over_the_limit_is_413(world: World, path: str) -> None:
     world.assert_searchable()
 
 
-@pytest.mark.parametrize("path", ["/v1/search", "/v1/ingest"])
+@pytest.mark.parametrize("path", ["/v1/search", "/v1/ingest?wait=true"])
 def test_body_over_the_limit_by_content_length_is_413(world: World, path: str) -> None:
     body = json.dumps({"query": "x" * (MAX_BODY_BYTES + 1)}).encode()
     response = world.client.post(path, content=body, headers={"content-type": "application/json"})

@@ -160,9 +160,11 @@ class ScriptedIngest:
     def __init__(self, flaky: int = 0) -> None:
         self.flaky = flaky
         self.calls: list[list[str]] = []
+        self.tenants: set[str] = set()
 
-    def __call__(self, batch: list[Document], collection: str, tenant: str) -> IngestReport:
+    def __call__(self, batch: list[Document], collection: str, *, tenant: str) -> IngestReport:
         self.calls.append([d.id for d in batch])
+        self.tenants.add(tenant)
         if self.flaky:
             self.flaky -= 1
             raise ConnectionError("qdrant went away")
@@ -190,7 +192,8 @@ def test_a_bad_document_fails_alone(tmp_path: Path) -> None:
     ingest = ScriptedIngest()
     service = _service(SqliteJobStore(tmp_path / "j.sqlite"), ingest, batch_docs=4)
     batch = [*docs(3), Document("bad-1", "x"), *docs(2, "y")]
-    job = _finished(service, service.submit(batch, "kb", "default").id)
+    job = _finished(service, service.submit(batch, "kb", "acme").id)
+    assert ingest.tenants == {"acme"}
     assert job.state is JobState.FAILED
     assert [e.id for e in job.errors] == ["bad-1"] and "cannot parse" in job.errors[0].reason
     assert job.added == 5 and job.documents_done == 6

@@ -211,7 +211,7 @@ def open_world(
                 if not mine:
                     continue
                 body = {"collection": collection, "documents": [d.body() for d in mine]}
-                r = client.post("/v1/ingest", json=body, headers=w.headers(tenant))
+                r = client.post("/v1/ingest?wait=true", json=body, headers=w.headers(tenant))
                 assert r.status_code == 200, r.text
                 report = r.json()
                 # New ids for this tenant, even where another tenant has the same doc id.
@@ -549,7 +549,7 @@ def test_sources_counts_delete_and_reingest_stay_per_tenant(world: World) -> Non
     def ingest(tenant: str, text: str) -> dict[str, Any]:
         doc = {"id": "same", "text": text, "metadata": {"owner": tenant}}
         body = {"collection": "wiki", "documents": [doc]}
-        r = c.post("/v1/ingest", json=body, headers=w.headers(tenant))
+        r = c.post("/v1/ingest?wait=true", json=body, headers=w.headers(tenant))
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -580,7 +580,7 @@ def test_read_only_key_is_403_on_writes_and_revoked_key_is_401(small_world: Worl
     doc = {"id": "new", "text": "The acme crew counted the pebble."}
     search = {"query": "pebble", "collection": "kb"}
 
-    r = w.client.post("/v1/ingest", json={"documents": [doc]}, headers=bearer(reader))
+    r = w.client.post("/v1/ingest?wait=true", json={"documents": [doc]}, headers=bearer(reader))
     assert r.status_code == 403 and "'ingest' scope" in r.json()["detail"]
     r = w.client.post("/v1/delete", json={"doc_ids": ["doc-0"]}, headers=bearer(reader))
     assert r.status_code == 403
@@ -596,7 +596,7 @@ def test_read_only_key_is_403_on_writes_and_revoked_key_is_401(small_world: Worl
     assert w.client.post("/v1/search", json=search, headers=w.headers("acme")).status_code == 200
     (writer,) = [k for k in w.store.list() if k.tenant == "acme" and k.active]
     assert w.store.revoke(writer.prefix)
-    r = w.client.post("/v1/ingest", json={"documents": [doc]}, headers=w.headers("acme"))
+    r = w.client.post("/v1/ingest?wait=true", json={"documents": [doc]}, headers=w.headers("acme"))
     assert r.status_code == 401
 
 
@@ -611,7 +611,9 @@ def test_default_tenant_cannot_overwrite_another_tenants_chunk(small_world: Worl
     assert victim != point_id('["acme", "doc-2", 0]', 0, "default")
     doc = {"id": "acme\x1fdoc-2", "text": "The default crew overwrote this chunk."}
     r = w.client.post(
-        "/v1/ingest", json={"collection": "kb", "documents": [doc]}, headers=bearer(intruder)
+        "/v1/ingest?wait=true",
+        json={"collection": "kb", "documents": [doc]},
+        headers=bearer(intruder),
     )
     assert r.status_code in (200, 422), r.text
     assert own_ids(w, "acme", "kb", doc_id="doc-2") == [victim]

@@ -41,10 +41,19 @@ __all__ = [
 
 
 def open_index(settings: Settings) -> VectorIndex:
-    """Qdrant server when ``qdrant_url`` is set, else the embedded Edge shards in ``data_dir``."""
+    """Qdrant server when ``qdrant_url`` is set, else the embedded Edge shards in ``data_dir``.
+
+    On a server, new collections take their shards, replicas, write consistency and payload
+    storage from the ``qdrant_*`` settings (:class:`~ingest.index.server.ClusterParams`).
+    """
     if settings.qdrant_url:
-        from .server import ServerIndex
+        from .server import ClusterParams, ServerIndex
 
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        return ServerIndex.connect(settings.qdrant_url, key)
+        return ServerIndex.connect(
+            settings.qdrant_url,
+            key,
+            timeout=settings.qdrant_timeout,
+            cluster=ClusterParams.from_settings(settings),
+        )
     return EdgeIndex(settings.data_dir)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -101,6 +102,21 @@ class IndexPoint:
     sparse: SparseVec
     payload: dict[str, Any]
 
+    @classmethod
+    def of(cls, record: Any) -> IndexPoint:
+        """A record of either SDK read with its payload and vectors (both return
+        ``{name: vector}``, the sparse one with ``indices`` and ``values``)."""
+        vectors = record.vector or {}
+        sparse = vectors.get(SPARSE)  # a chunk without BM25 terms may come back without one
+        return cls(
+            str(record.id),
+            [float(x) for x in vectors[DENSE]],
+            SparseVec(list(sparse.indices), [float(v) for v in sparse.values])
+            if sparse is not None
+            else SparseVec([], []),
+            dict(record.payload or {}),
+        )
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -163,6 +179,7 @@ class SearchQuery:
     filters: tuple[FieldFilter, ...] = ()
     with_dense: bool = False  # return each hit's dense vector (costs ~1 ms per query)
     tenant: str = DEFAULT_TENANT
+    exact: bool = False  # brute force instead of HNSW: for comparing two stores, not for serving
 
     @property
     def conditions(self) -> tuple[FieldFilter, ...]:
@@ -262,6 +279,7 @@ class QueryPlan:
     prefetches: tuple[Prefetch, ...] = ()
     conditions: tuple[FieldFilter, ...] = ()  # on the top query; a fusion's are on its prefetches
     with_vector: list[str] | bool = False
+    exact: bool = False  # every nearest query of the plan, prefetches included, without HNSW
 
     @property
     def using(self) -> str | None:
@@ -275,7 +293,13 @@ class QueryPlan:
         if query.mode != "hybrid":
             leg = dense if query.mode == "dense" else sparse
             assert leg is not None  # SearchQuery checked that its mode has its vector
-            return cls(leg, query.limit, conditions=query.conditions, with_vector=with_vector)
+            return cls(
+                leg,
+                query.limit,
+                conditions=query.conditions,
+                with_vector=with_vector,
+                exact=query.exact,
+            )
         assert dense is not None and sparse is not None
         fusion = (
             Rrf(query.rrf_k, [query.dense_weight, query.sparse_weight])
@@ -285,7 +309,7 @@ class QueryPlan:
         legs = tuple(
             Prefetch(leg, query.prefetch_limit, query.conditions) for leg in (dense, sparse)
         )
-        return cls(fusion, query.limit, legs, with_vector=with_vector)
+        return cls(fusion, query.limit, legs, with_vector=with_vector, exact=query.exact)
 
 
 FilterT = TypeVar("FilterT")
@@ -403,6 +427,19 @@ class VectorIndex(Protocol):
         """Stamp ``tenant`` on points written before tenants existed."""
         ...
 
+    # Copying a collection (``grounded migrate``).
+    def scroll_points(
+        self, collection: str, offset: str | None = None, limit: int = 256
+    ) -> tuple[list[IndexPoint], str | None]:
+        """Up to ``limit`` whole points (vectors and payload) in id order from ``offset``
+        (inclusive), and the offset of the next page (None after the last)."""
+        ...
+
+    def bulk_load(self, collection: str) -> AbstractContextManager[None]:
+        """A context for writing many points at once: where the engine allows it, the dense
+        HNSW graph is built once afterwards instead of while writing."""
+        ...
+
     def flush(self, collection: str) -> None: ...
 
     def close(self) -> None: ...
@@ -444,6 +481,16 @@ class QdrantAdapter(ABC, Generic[FilterT]):
     @abstractmethod
     def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
         """The scored points of the plan, with payloads and ``plan.with_vector``."""
+
+    @abstractmethod
+    def _scroll_page(
+        self, collection: str, offset: str | None, limit: int
+    ) -> tuple[Sequence[Any], Any]:
+        """One page of records with payloads and every vector, and the next offset."""
+
+    @abstractmethod
+    def bulk_load(self, collection: str) -> AbstractContextManager[None]:
+        """See :meth:`VectorIndex.bulk_load`; each adapter says what its engine can defer."""
 
     # VectorIndex -------------------------------------------------------------------------
     def _filter(self, *must: FieldFilter, must_not: Sequence[FieldFilter] = ()) -> FilterT | None:
@@ -509,6 +556,14 @@ class QdrantAdapter(ABC, Generic[FilterT]):
 
     def search(self, collection: str, query: SearchQuery) -> list[Hit]:
         return [Hit.of(p) for p in self._query(collection, QueryPlan.of(query))]
+
+    def scroll_points(
+        self, collection: str, offset: str | None = None, limit: int = 256
+    ) -> tuple[list[IndexPoint], str | None]:
+        records, next_offset = self._scroll_page(collection, offset, limit)
+        return [IndexPoint.of(r) for r in records], (
+            None if next_offset is None else str(next_offset)
+        )
 
 
 def require_manifest(index: VectorIndex, collection: str) -> Manifest:

@@ -26,7 +26,8 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -240,9 +241,13 @@ class EdgeIndex(QdrantAdapter[qe.Filter]):
         return list(self._shard(collection).retrieve(ids, with_payload=True, with_vector=False))
 
     def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
+        params = qe.SearchParams(exact=True) if plan.exact else None
         prefetches = [
             qe.Prefetch(
-                limit=p.limit, query=_EDGE.query(p.query), filter=_EDGE.filter_of(p.conditions)
+                limit=p.limit,
+                query=_EDGE.query(p.query),
+                filter=_EDGE.filter_of(p.conditions),
+                params=params,
             )
             for p in plan.prefetches
         ]
@@ -253,8 +258,24 @@ class EdgeIndex(QdrantAdapter[qe.Filter]):
             filter=_EDGE.filter_of(plan.conditions),
             with_payload=True,
             with_vector=plan.with_vector,
+            params=params,
         )
         return list(self._shard(collection).query(request))
+
+    def _scroll_page(
+        self, collection: str, offset: str | None, limit: int
+    ) -> tuple[Sequence[Any], Any]:
+        return self._shard(collection).scroll(
+            qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True)
+        )
+
+    @contextmanager
+    def bulk_load(self, collection: str) -> Iterator[None]:
+        """Nothing to defer: an Edge shard runs no optimizer in the background and builds its
+        HNSW graph only when :meth:`flush` calls ``optimize()``, so a bulk load into it already
+        builds the graph once, at the end."""
+        self._shard(collection)  # a missing collection fails here, as on the server
+        yield
 
     def flush(self, collection: str) -> None:
         shard = self._shard(collection)

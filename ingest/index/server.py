@@ -4,15 +4,25 @@ The same protocol as the embedded adapter, so everything above it runs unchanged
 Qdrant server, a cluster or qdrant-client's local mode (``QdrantClient(":memory:")``, which the
 tests use). The collection's manifest lives in the collection's own metadata.
 
+A new collection is laid out by :class:`ClusterParams` (shards, replicas, write consistency,
+payload on disk): on a self-hosted cluster the shard number is fixed once the collection
+exists, so it is decided here, from settings, and never later. Every payload index is created
+right after the collection and before any point, so the HNSW graph is built with its
+payload-aware links in one pass. See docs/scaling.md.
+
 Example::
 
-    index = ServerIndex(QdrantClient(url="http://localhost:6333", api_key=None))
+    index = ServerIndex.connect("http://localhost:6333", cluster=ClusterParams(shard_number=6))
+    with index.bulk_load("docs"):  # HNSW m=0 while writing, the previous m afterwards
+        index.upsert("docs", points)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -32,8 +42,43 @@ from .base import (
     scroll_all,
 )
 
+if TYPE_CHECKING:  # settings import the index package; only the annotation needs Settings
+    from ..settings import Settings
+
 _SCROLL_PAGE = 1024
 _MANIFEST_KEY = "grounded"
+# Qdrant's default HNSW ``m``: what a bulk load restores when it finds the graph switched off.
+DEFAULT_HNSW_M = 16
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """How the server lays out a new collection; ``None`` leaves the server's default.
+
+    Example::
+
+        ClusterParams(shard_number=6, replication_factor=2).create_kwargs()
+        # {"shard_number": 6, "replication_factor": 2}
+    """
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+    on_disk_payload: bool | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClusterParams:
+        return cls(
+            shard_number=settings.qdrant_shard_number,
+            replication_factor=settings.qdrant_replication_factor,
+            write_consistency_factor=settings.qdrant_write_consistency_factor,
+            on_disk_payload=settings.qdrant_on_disk_payload,
+        )
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """The ``create_collection`` arguments to pass: a ``None`` is not sent at all, so the
+        server (or cluster) picks its own default."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
 
 
 # qdrant-client takes keyword arguments, and ``using`` beside the query rather than inside it.
@@ -54,13 +99,20 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
 
     dialect = _CLIENT
 
-    def __init__(self, client: QdrantClient) -> None:
+    def __init__(self, client: QdrantClient, cluster: ClusterParams | None = None) -> None:
         self.client = client
+        self.cluster = cluster or ClusterParams()
         self._manifests: dict[str, Manifest] = {}
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None, timeout: int = 30) -> ServerIndex:
-        return cls(QdrantClient(url=url, api_key=api_key, timeout=timeout))
+    def connect(
+        cls,
+        url: str,
+        api_key: str | None = None,
+        timeout: int = 30,
+        cluster: ClusterParams | None = None,
+    ) -> ServerIndex:
+        return cls(QdrantClient(url=url, api_key=api_key, timeout=timeout), cluster)
 
     # collections -------------------------------------------------------------------------
     def list_collections(self) -> list[str]:
@@ -91,7 +143,10 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
             },
             sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
             metadata={_MANIFEST_KEY: manifest.to_dict()},
+            **self.cluster.create_kwargs(),
         )
+        # Payload indexes before any point (Qdrant's bulk-upload advice): the HNSW graph then
+        # gets its payload-aware links (tenant, doc_id filters) when it is first built.
         for name in KEYWORD_FIELDS:
             self.client.create_payload_index(collection, name, qm.PayloadSchemaType.KEYWORD)
         for name in INTEGER_FIELDS:
@@ -157,12 +212,15 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
 
     def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
         self._require(collection)
+        # Sent only when asked: local mode always searches exactly and warns about any params.
+        params = qm.SearchParams(exact=True) if plan.exact else None
         prefetch = [
             qm.Prefetch(
                 query=_CLIENT.query(p.query),
                 using=p.query.using,
                 limit=p.limit,
                 filter=_CLIENT.filter_of(p.conditions),
+                params=params,
             )
             for p in plan.prefetches
         ]
@@ -175,7 +233,36 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
             limit=plan.limit,
             with_payload=True,
             with_vectors=plan.with_vector,
+            search_params=params,
         ).points
+
+    def _scroll_page(
+        self, collection: str, offset: str | None, limit: int
+    ) -> tuple[Sequence[Any], Any]:
+        self._require(collection)
+        return self.client.scroll(
+            collection, limit=limit, offset=offset, with_payload=True, with_vectors=True
+        )
+
+    @contextmanager
+    def bulk_load(self, collection: str) -> Iterator[None]:
+        """Defer the dense HNSW graph while loading (Qdrant's bulk-upload advice): ``m=0``,
+        then the collection's previous ``m`` afterwards, also when the load fails.
+
+        Vectors written meanwhile are stored and searchable by full scan; the graph is built
+        once, in the background, after the restore. Sparse (BM25) vectors are indexed on
+        write either way.
+        """
+        self._require(collection)
+        previous = self.client.get_collection(collection).config.hnsw_config.m
+        # m=0 here means an earlier load died before restoring: a grounded collection is never
+        # meant to stay without its graph, so restore Qdrant's default rather than 0.
+        restore = previous or DEFAULT_HNSW_M
+        self.client.update_collection(collection, hnsw_config=qm.HnswConfigDiff(m=0))
+        try:
+            yield
+        finally:
+            self.client.update_collection(collection, hnsw_config=qm.HnswConfigDiff(m=restore))
 
     def flush(self, collection: str) -> None:
         """Writes are acknowledged with ``wait=True``; the server persists and optimizes itself."""

@@ -77,13 +77,13 @@ ERROR_RESPONSES: dict[int, str] = {
     400: "The body could not be read as JSON, or the index refused the request.",
     401: "No valid API key (only when auth is on).",
     403: "The API key lacks the scope this operation needs.",
-    404: "The collection (or model) does not exist.",
-    409: "The collection was built with another embedding model.",
+    404: "The collection, model or job does not exist (for this caller).",
+    409: "The collection was built with another embedding model, or the job already finished.",
     413: "The request body, a document or the number of documents is over the limit.",
     422: "The request is invalid; ``errors`` lists each problem when validation found them.",
     429: "Too many requests for this API key; see ``Retry-After``.",
     500: "Unexpected failure; ``detail`` is generic, ``request_id`` finds it in the log.",
-    503: "The write queue is full; see ``Retry-After``.",
+    503: "The write queue or the job queue is full; see ``Retry-After``.",
 }
 """Each error status grounded sends and what it means; :func:`document_errors` says which
 operations can send which."""
@@ -105,6 +105,10 @@ def _error_statuses(
     properties = (body or {}).get("properties", {})
     if "{collection}" in path or "collection" in properties:
         statuses |= {400, 404, 409}
+    if "{job_id}" in path:
+        statuses.add(404)
+        if method == "delete":
+            statuses.add(409)
     if path in _WRITE_PATHS or method == "delete":
         statuses.add(503)
     return statuses

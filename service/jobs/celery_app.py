@@ -88,7 +88,7 @@ class IndexIngest:
         self._ingestors: dict[tuple[str, str], Ingestor] = {}
 
     def __call__(
-        self, docs: list[Document], collection: str, tenant: str = DEFAULT_TENANT
+        self, docs: list[Document], collection: str, *, tenant: str = DEFAULT_TENANT
     ) -> IngestReport:
         from ingest.build import build_ingestor
 

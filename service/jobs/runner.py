@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 
@@ -27,8 +27,13 @@ from .store import JobStore
 
 log = logging.getLogger("grounded.jobs")
 
-Ingest = Callable[[list[Document], str, str], IngestReport]
-"""``(documents, collection, tenant) -> report``: what writes a batch (``RagPipeline.ingest``)."""
+
+class Ingest(Protocol):
+    """What writes a batch: ``RagPipeline.ingest``, or a worker's own index and model."""
+
+    def __call__(
+        self, documents: list[Document], collection: str, *, tenant: str
+    ) -> IngestReport: ...
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -66,7 +71,7 @@ def _reason(exc: BaseException) -> str:
 def ingest_documents(docs: list[Document], job: Job, ingest: Ingest) -> BatchOutcome:
     """The batch's outcome; raises only transient errors."""
     try:
-        return _outcome(ingest(docs, job.collection, job.tenant), len(docs), [])
+        return _outcome(ingest(docs, job.collection, tenant=job.tenant), len(docs), [])
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -74,7 +79,7 @@ def ingest_documents(docs: list[Document], job: Job, ingest: Ingest) -> BatchOut
     report, errors = IngestReport(), []
     for doc in docs:
         try:
-            report.add(ingest([doc], job.collection, job.tenant))
+            report.add(ingest([doc], job.collection, tenant=job.tenant))
         except Exception as exc:
             if is_transient(exc):
                 raise
