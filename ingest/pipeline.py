@@ -201,7 +201,13 @@ class Ingestor:
             manifest = Manifest(
                 self.embedder.name, self.embedder.dimension, params, self.chunker.signature
             )
-            self.index.create_collection(self.collection, manifest)
+            try:
+                self.index.create_collection(self.collection, manifest)
+            except Exception:
+                # Another worker of a fleet created it first: use (and check) theirs.
+                manifest = self.index.manifest(self.collection)
+                if manifest is None:
+                    raise
         manifest.check_model(self.collection, self.embedder.name, self.embedder.dimension)
         self._sparse = Bm25Encoder(manifest.bm25)
         return self._sparse

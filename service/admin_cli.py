@@ -19,7 +19,7 @@ from ingest.index import IndexProblem, VectorIndex, open_index, require_manifest
 from ingest.names import InvalidName, check_collection
 from ingest.settings import Settings
 
-from .auth import SCOPES, KeyStore
+from .auth import SCOPES, ApiKeyStore, open_key_store
 from .cli_support import DataDirOpt, err, fail, make_settings, out
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -43,8 +43,9 @@ def _index(settings: Settings) -> Iterator[VectorIndex]:
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 
 
-def _store(data_dir: Path | None) -> KeyStore:
-    return KeyStore(make_settings(data_dir=data_dir).keys_path)
+def _store(data_dir: Path | None) -> ApiKeyStore:
+    settings = make_settings(data_dir=data_dir)
+    return open_key_store(settings.keys_url, settings.keys_path)
 
 
 @keys_app.command("create")

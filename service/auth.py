@@ -11,7 +11,9 @@ one. Each key belongs to one tenant and has scopes:
 
 The store is a SQLite file (``<data_dir>/keys.sqlite`` unless ``GROUNDED_KEYS_DB``), so
 ``grounded keys create`` works while ``grounded serve`` runs, and a revoked key stops working on
-its next request. Rate limits use the ``limits`` library (moving window, in memory per process).
+its next request; API replicas share one Redis store instead (``GROUNDED_KEYS_URL``). Rate limits
+use the ``limits`` library (moving window) in memory per process, or in Redis shared by every
+replica (``GROUNDED_RATE_LIMIT_STORAGE``).
 
 Example::
 
@@ -31,11 +33,12 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
+from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ingest.names import DEFAULT_TENANT, check_tenant
@@ -128,6 +131,46 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+class ApiKeyStore(Protocol):
+    def create(
+        self,
+        tenant: str,
+        scopes: Iterable[str],
+        *,
+        name: str = "",
+        rate_limit: str | None = None,
+    ) -> tuple[str, KeyRecord]: ...
+
+    def list(self) -> list[KeyRecord]: ...
+
+    def revoke(self, prefix: str) -> bool: ...
+
+    def has_active_keys(self) -> bool: ...
+
+    def lookup(self, token: str) -> KeyRecord | None: ...
+
+    def close(self) -> None: ...
+
+
+def _new_key(
+    tenant: str, scopes: Iterable[str], name: str, rate_limit: str | None
+) -> tuple[str, KeyRecord]:
+    record = KeyRecord(
+        prefix=secrets.token_hex(4),
+        tenant=check_tenant(tenant),
+        scopes=check_scopes(scopes),
+        name=name,
+        created_at=_now(),
+        rate_limit=check_rate(rate_limit) if rate_limit else None,
+    )
+    return f"{_PREFIX}_{record.prefix}_{secrets.token_urlsafe(32)}", record
+
+
+def _prefix_of(token: str) -> str | None:
+    parts = token.split("_", 2)
+    return parts[1] if len(parts) == 3 and parts[0] == _PREFIX else None
+
+
 class KeyStore:
     """API keys in a SQLite file; safe to use from several threads and processes."""
 
@@ -161,15 +204,7 @@ class KeyStore:
         rate_limit: str | None = None,
     ) -> tuple[str, KeyRecord]:
         """A new key for ``tenant``; returns the token (shown once) and its record."""
-        record = KeyRecord(
-            prefix=secrets.token_hex(4),
-            tenant=check_tenant(tenant),
-            scopes=check_scopes(scopes),
-            name=name,
-            created_at=_now(),
-            rate_limit=check_rate(rate_limit) if rate_limit else None,
-        )
-        token = f"{_PREFIX}_{record.prefix}_{secrets.token_urlsafe(32)}"
+        token, record = _new_key(tenant, scopes, name, rate_limit)
         with self._db() as db:
             db.execute(
                 "INSERT INTO api_keys (prefix, digest, tenant, scopes, name, created_at,"
@@ -208,15 +243,15 @@ class KeyStore:
 
     def lookup(self, token: str) -> KeyRecord | None:
         """The active key whose token this is, or None."""
-        parts = token.split("_", 2)
-        if len(parts) != 3 or parts[0] != _PREFIX:
+        prefix = _prefix_of(token)
+        if prefix is None:
             return None
         row = (
             self._db()
             .execute(
                 "SELECT prefix, tenant, scopes, name, created_at, revoked_at, rate_limit, digest"
                 " FROM api_keys WHERE prefix = ?",
-                (parts[1],),
+                (prefix,),
             )
             .fetchone()
         )
@@ -245,6 +280,76 @@ def _record(row: tuple[object, ...]) -> KeyRecord:
     )
 
 
+_RECORD_FIELDS = ("prefix", "tenant", "scopes", "name", "created_at", "revoked_at", "rate_limit")
+"""The columns :func:`_record` reads, in its order."""
+
+
+class RedisKeyStore:
+    """API keys in Redis, shared by every API replica: a hash ``<prefix>key:<id>`` per key (with
+    the SHA-256 of the token, never the token) and a set ``<prefix>keys`` of their ids."""
+
+    def __init__(self, url: str, prefix: str = "grounded:") -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._prefix = prefix
+
+    def _key(self, key_prefix: str) -> str:
+        return f"{self._prefix}key:{key_prefix}"
+
+    def create(
+        self,
+        tenant: str,
+        scopes: Iterable[str],
+        *,
+        name: str = "",
+        rate_limit: str | None = None,
+    ) -> tuple[str, KeyRecord]:
+        token, record = _new_key(tenant, scopes, name, rate_limit)
+        fields = {k: v for k, v in asdict(record).items() if v is not None}
+        fields["scopes"] = ",".join(sorted(record.scopes))
+        fields["digest"] = _digest(token)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._key(record.prefix), mapping=fields)
+        pipe.sadd(f"{self._prefix}keys", record.prefix)
+        pipe.execute()
+        return token, record
+
+    def _get(self, key_prefix: str) -> tuple[KeyRecord, str] | None:
+        fields = self._redis.hgetall(self._key(key_prefix))
+        if not fields:
+            return None
+        record = _record(tuple(fields.get(f) for f in _RECORD_FIELDS))
+        return record, fields["digest"]
+
+    def list(self) -> list[KeyRecord]:
+        found = [self._get(p) for p in self._redis.smembers(f"{self._prefix}keys")]
+        return sorted((r for r, _ in filter(None, found)), key=lambda r: (r.created_at, r.prefix))
+
+    def revoke(self, prefix: str) -> bool:
+        key = self._key(prefix)
+        # HSETNX: only the first revoke sets the time, so a second one reports False.
+        return bool(self._redis.exists(key)) and bool(self._redis.hsetnx(key, "revoked_at", _now()))
+
+    def has_active_keys(self) -> bool:
+        return any(r.active for r in self.list())
+
+    def lookup(self, token: str) -> KeyRecord | None:
+        prefix = _prefix_of(token)
+        found = self._get(prefix) if prefix else None
+        if found is None or not hmac.compare_digest(found[1], _digest(token)):
+            return None
+        return found[0] if found[0].active else None
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def open_key_store(keys_url: str | None, keys_path: Path) -> ApiKeyStore:
+    """Redis when ``keys_url`` is set (API replicas share it), else the SQLite file."""
+    return RedisKeyStore(keys_url) if keys_url else KeyStore(keys_path)
+
+
 class Authenticator:
     """Turns an ``Authorization`` header into a :class:`Principal`, or refuses.
 
@@ -252,17 +357,24 @@ class Authenticator:
         store: the key store; unused when ``enabled`` is False.
         enabled: False serves everyone as :data:`ANONYMOUS` (loopback quickstart).
         default_rate: per-key limit for keys without their own (``limits`` syntax).
+        rate_storage: where the counters live (a ``limits`` storage URI): ``memory://`` per
+            process, ``redis://…`` shared by every replica.
     """
 
     def __init__(
-        self, store: KeyStore | None, *, enabled: bool, default_rate: str = "600/minute"
+        self,
+        store: ApiKeyStore | None,
+        *,
+        enabled: bool,
+        default_rate: str = "600/minute",
+        rate_storage: str = "memory://",
     ) -> None:
         if enabled and store is None:
             raise ValueError("auth is on but no key store was given")
         self.store = store
         self.enabled = enabled
         self.default_rate = check_rate(default_rate)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = MovingWindowRateLimiter(storage_from_string(rate_storage))
         self._rates: dict[str, RateLimitItem] = {}
 
     def authenticate(self, authorization: str | None, api_key: str | None = None) -> Principal:

@@ -487,7 +487,7 @@ def serve(
 
     from .api.app import auth_enabled, create_app
     from .api.observability import configure_logging
-    from .auth import KeyStore, is_loopback
+    from .auth import is_loopback, open_key_store
     from .pipeline import NotConfigured, RagPipeline
 
     overrides: dict[str, Any] = {"auth": "off"} if insecure else {}
@@ -501,11 +501,13 @@ def serve(
             "server URL, or unset the broker to run jobs inside the service.",
             2,
         )
-    if auth_enabled(settings) and not KeyStore(settings.keys_path).has_active_keys():
+    keys = open_key_store(settings.keys_url, settings.keys_path)
+    if auth_enabled(settings) and not keys.has_active_keys():
         raise fail(
             f"API keys are required when serving on {settings.host} (beyond loopback), and "
-            f"{settings.keys_path} has none. Create one with `grounded keys create --tenant T "
-            "--scope read`, or pass --insecure to serve without keys.",
+            f"{settings.keys_url or settings.keys_path} has none. Create one with "
+            "`grounded keys create --tenant T --scope read`, or pass --insecure to serve "
+            "without keys.",
             2,
         )
     if not auth_enabled(settings) and not is_loopback(settings.host):

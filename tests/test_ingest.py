@@ -138,3 +138,31 @@ def test_chunk_size_change_rechunks(index, embedder) -> None:  # type: ignore[no
         docs()
     )
     assert report.updated == 7
+
+
+def test_a_collection_another_worker_created_first_is_used(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Two workers of a fleet ingest into a new collection at once: the one that loses the race
+    to create it writes into the winner's collection instead of failing."""
+    settings = Settings(chunk_size=64, chunk_overlap=8)
+    rival = build_ingestor(settings, index, embedder, "c")
+    real_create = index.create_collection
+
+    def lose_the_race(name, manifest):  # type: ignore[no-untyped-def]
+        real_create(name, manifest)  # the other worker's create lands first ...
+        raise RuntimeError("collection already exists")  # ... and ours is refused
+
+    index.create_collection = lose_the_race
+    report = build_ingestor(settings, index, embedder, "c").ingest(docs(2))
+    assert report.added == 3 and chunk_ids(index)
+    index.create_collection = real_create
+    again = rival.ingest(docs(2))
+    assert again.unchanged == 3  # one collection, one copy of each chunk
+
+
+def test_a_failed_create_that_left_no_collection_is_raised(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def refuse(name, manifest):  # type: ignore[no-untyped-def]
+        raise RuntimeError("qdrant refused")
+
+    index.create_collection = refuse
+    with pytest.raises(RuntimeError, match="qdrant refused"):
+        build_ingestor(Settings(), index, embedder, "c").ingest(docs(1))

@@ -28,7 +28,14 @@ from ingest.names import InvalidName
 from ingest.settings import Settings
 
 from .. import metrics
-from ..auth import Authenticator, Forbidden, KeyStore, RateLimited, Unauthenticated, is_loopback
+from ..auth import (
+    Authenticator,
+    Forbidden,
+    RateLimited,
+    Unauthenticated,
+    is_loopback,
+    open_key_store,
+)
 from ..errors import InvalidRequest, PayloadTooLarge
 from ..jobs import JobFinished, JobNotFound, JobService, build_job_service
 from ..pipeline import NotConfigured, RagPipeline
@@ -124,8 +131,13 @@ def auth_enabled(settings: Settings) -> bool:
 
 def build_authenticator(settings: Settings) -> Authenticator:
     enabled = auth_enabled(settings)
-    store = KeyStore(settings.keys_path) if enabled else None
-    return Authenticator(store, enabled=enabled, default_rate=settings.rate_limit)
+    store = open_key_store(settings.keys_url, settings.keys_path) if enabled else None
+    return Authenticator(
+        store,
+        enabled=enabled,
+        default_rate=settings.rate_limit,
+        rate_storage=settings.rate_limit_storage,
+    )
 
 
 def create_app(
