@@ -14,7 +14,8 @@ baseline measured in the same run:
 2. Baseline, no load: one client sends ``--healthz`` sequential ``GET /healthz`` and
    ``--searches`` ``POST /v1/search`` (interleaved) and records p50/p95/max latency.
 3. Load: ``--clients`` threads each send ``--requests-per-client`` ``POST /v1/ingest`` of
-   ``--docs-per-request`` new documents (distinct ids), all starting at once, and honour a 503's
+   ``--docs-per-request`` new documents (distinct ids) with ``?wait=true`` (each waits for its
+   job), all starting at once, and honour a 503's
    ``Retry-After`` at most ``--max-retries`` times per request. Meanwhile one client repeats the
    measurements of step 2 (stopping early if the load ends first).
 4. Prints idle vs under-load latency and their ratio, the ingest outcomes (final status of each
@@ -224,7 +225,9 @@ def ingest_client(
                     return
                 started = time.perf_counter()
                 try:
-                    response = client.post("/v1/ingest", json=body, timeout=deadline.timeout())
+                    response = client.post(
+                        "/v1/ingest?wait=true", json=body, timeout=deadline.timeout()
+                    )
                 except HardTimeout:
                     tally.outcome("abandoned (deadline)")
                     return
@@ -288,7 +291,7 @@ def run(args: argparse.Namespace, deadline: Deadline, stop: threading.Event) -> 
             startup = wait_ready(client, server, log)
             seed = [document(f"seed-{i}", i) for i in range(args.seed_docs)]
             response = client.post(
-                "/v1/ingest",
+                "/v1/ingest?wait=true",
                 json={"collection": COLLECTION, "documents": seed},
                 timeout=deadline.timeout(),
             )

@@ -47,11 +47,13 @@ LLM_FAILURES = Counter(
     ["kind"],
 )
 INGEST_QUEUE_DEPTH = Gauge(
-    "grounded_ingest_queue_depth", "Writes (ingest, delete, drop) waiting or running."
+    "grounded_ingest_queue_depth", "Writes (delete, drop) waiting or running."
 )
 INGEST_REJECTED = Counter(
-    "grounded_ingest_rejected_total", "Writes refused because the ingest queue was full."
+    "grounded_ingest_rejected_total",
+    "Writes and ingest jobs refused because the write queue or the job queue was full.",
 )
+JOBS_OPEN = Gauge("grounded_jobs_open", "Ingest jobs queued or running (every API replica's).")
 
 OTHER = "other"
 
@@ -128,17 +130,25 @@ def observe_answer(generator: str, degraded: bool, abstained: bool, reason: str 
         DEGRADED_ANSWERS.labels(reason=llm_failure_kind(reason)).inc()
 
 
-def set_ingest_queue_depth(fn: Callable[[], int]) -> None:
-    """Read the queue depth from ``fn`` at every scrape (the last call wins: one app, one
-    queue). A failing ``fn`` (a closed queue) reads as 0 rather than breaking the scrape."""
+def _at_scrape(gauge: Gauge, fn: Callable[[], int]) -> None:
+    """Read ``gauge`` from ``fn`` at every scrape (the last call wins: one app). A failing
+    ``fn`` (a closed queue or store) reads as 0 rather than breaking the scrape."""
 
-    def depth() -> float:
+    def value() -> float:
         try:
             return float(fn())
         except Exception:
             return 0.0
 
-    INGEST_QUEUE_DEPTH.set_function(depth)
+    gauge.set_function(value)
+
+
+def set_ingest_queue_depth(fn: Callable[[], int]) -> None:
+    _at_scrape(INGEST_QUEUE_DEPTH, fn)
+
+
+def set_jobs_open(fn: Callable[[], int]) -> None:
+    _at_scrape(JOBS_OPEN, fn)
 
 
 def observe_ingest_rejected() -> None:

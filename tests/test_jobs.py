@@ -317,3 +317,37 @@ def test_wait_true_answers_with_the_report(api: TestClient) -> None:
     assert api.delete(f"/v1/jobs/{job_id}").status_code == 409  # finished already
     assert api.get(f"/v1/jobs/{'0' * 32}").status_code == 404
     assert api.get("/v1/jobs/not-a-job-id").status_code == 422
+    assert "grounded_jobs_open 0.0" in api.get("/metrics").text
+
+
+def test_jobs_open_is_a_metric(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "j.sqlite")
+    service = JobService(store, _NoDispatch())
+    service.submit(docs(2), "kb", "default")
+    from prometheus_client import REGISTRY
+
+    from service import metrics
+
+    metrics.set_jobs_open(lambda: len(service.store.unfinished()))
+    assert REGISTRY.get_sample_value("grounded_jobs_open") == 1.0
+
+
+def test_jobs_cli_lists_shows_and_cancels_from_the_store(tmp_path: Path) -> None:
+    import json
+
+    from support.cli_runner import grounded
+
+    data = tmp_path / "data"
+    assert "no ingest jobs yet" in grounded("jobs", data_dir=data, check_rc=1).stderr
+    store = SqliteJobStore(data / "jobs.sqlite")
+    service = JobService(store, _NoDispatch(), batch_docs=2)
+    job = service.submit(docs(5), "kb", "acme")
+    listed = json.loads(grounded("jobs", "--json", data_dir=data).stdout)
+    assert [(j["id"], j["state"], j["tenant"]) for j in listed] == [(job.id, "queued", "acme")]
+    shown = json.loads(grounded("jobs", "show", job.id, data_dir=data).stdout)
+    assert shown["progress"]["batches_total"] == 3
+    assert "cancelled" in grounded("jobs", "cancel", job.id, data_dir=data).stdout
+    assert service.get(job.id, None).state is JobState.CANCELLED
+    again = grounded("jobs", "cancel", job.id, data_dir=data, check_rc=1)
+    assert "already cancelled" in again.stderr
+    assert "no ingest job" in grounded("jobs", "show", "0" * 32, data_dir=data, check_rc=1).stderr

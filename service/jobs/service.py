@@ -99,11 +99,12 @@ class JobService:
 
     def cancel(self, job_id: str, tenant: str | None) -> Job:
         """Queued batches are dropped; a batch already running finishes."""
-        self.get(job_id, tenant)
+        if (job := self.get(job_id, tenant)).state.finished:
+            raise JobFinished(job)
         job = self.store.update(job_id, Job.cancel)
         if job is None:
             raise JobNotFound(job_id)
-        if job.state is not JobState.CANCELLED:
+        if job.state is not JobState.CANCELLED:  # it finished meanwhile
             raise JobFinished(job)
         return job
 
