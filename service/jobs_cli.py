@@ -32,7 +32,7 @@ class _Jobs:
 
     def __init__(self, server: str | None, data_dir: Any) -> None:
         from .client import GroundedClient
-        from .jobs import JobService
+        from .jobs.service import JobService, NoDispatch
         from .jobs.store import open_job_store
 
         self.client = GroundedClient(server) if server else None
@@ -42,7 +42,7 @@ class _Jobs:
             if not settings.broker_url and not settings.jobs_path.is_file():
                 raise fail(f"no ingest jobs yet ({settings.jobs_path} does not exist)")
             store = open_job_store(settings.broker_url, settings.jobs_path)
-            self.service = JobService(store, _NoDispatch())
+            self.service = JobService(store, NoDispatch())
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         if self.client:
@@ -65,16 +65,6 @@ class _Jobs:
     def close(self) -> None:
         if self.service is not None:
             self.service.store.close()
-
-
-class _NoDispatch:
-    """Reading and cancelling jobs dispatches nothing."""
-
-    def start(self) -> None: ...
-
-    def submit(self, job: Any) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @contextmanager

@@ -125,16 +125,16 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(
     }
     docs = corpus(48)
     log = tmp_path / "workers.log"
-    first = _worker(env, log)
     jobs = JobService(
         RedisJobStore(settings.broker_url or ""),
         CeleryDispatcher(make_celery(settings)),
         batch_docs=settings.job_batch_docs,
     )
-    job = jobs.submit(docs, "kb", "default")
-    assert job.batches == 12
+    first = _worker(env, log)
     second = None
     try:
+        job = jobs.submit(docs, "kb", "default")
+        assert job.batches == 12
         deadline = time.monotonic() + 180
         while jobs.get(job.id, None).documents_done < 8:  # mid-job: some batches are written
             assert first.poll() is None, log.read_text()

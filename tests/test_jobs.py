@@ -21,6 +21,7 @@ from service.jobs import BatchOutcome, Job, JobService, JobState, Problem
 from service.jobs.local import LocalJobRunner
 from service.jobs.model import MAX_LISTED_PROBLEMS
 from service.jobs.runner import run_batch
+from service.jobs.service import NoDispatch
 from service.jobs.store import JobStore, RedisJobStore, SqliteJobStore
 from service.pipeline import RagPipeline
 from service.write_queue import QueueFull
@@ -102,13 +103,13 @@ def test_store_keeps_jobs_and_their_documents(store: JobStore) -> None:
     store.create(job, [docs(2), docs(1, "x")])
     assert store.get(job.id) == job
     assert store.documents(job.id, 1) == docs(1, "x")
-    assert [j.id for j in store.unfinished()] == [job.id]
+    assert [j.id for j in store.unfinished()] == [job.id] and store.open_count() == 1
     store.update(job.id, lambda j: j.record(0, BatchOutcome(documents=2)))
     store.drop_documents(job.id, 0)
     assert store.documents(job.id, 0) is None
     finished = store.update(job.id, lambda j: j.record(1, BatchOutcome(documents=1)))
     assert finished is not None and finished.state is JobState.SUCCEEDED
-    assert store.unfinished() == []
+    assert store.unfinished() == [] and store.open_count() == 0
     assert store.update("0" * 32, Job.cancel) is None
 
 
@@ -220,20 +221,12 @@ def test_transient_errors_are_retried_then_given_up(tmp_path: Path) -> None:
 
 def test_open_jobs_are_bounded(tmp_path: Path) -> None:
     store = SqliteJobStore(tmp_path / "j.sqlite")
-    service = JobService(store, _NoDispatch(), batch_docs=2, max_open_jobs=3)
+    service = JobService(store, NoDispatch(), batch_docs=2, max_open_jobs=3)
     for _ in range(3):
         service.submit(docs(1), "kb", "default")
     with pytest.raises(QueueFull) as full:
         service.submit(docs(1), "kb", "default")
     assert full.value.retry_after > 0
-
-
-class _NoDispatch:
-    def start(self) -> None: ...
-
-    def submit(self, job: Job) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def test_a_restarted_runner_resumes_interrupted_jobs(tmp_path: Path) -> None:
@@ -257,7 +250,7 @@ def test_a_restarted_runner_resumes_interrupted_jobs(tmp_path: Path) -> None:
 
 def test_a_cancelled_job_runs_no_more_batches(tmp_path: Path) -> None:
     store = SqliteJobStore(tmp_path / "j.sqlite")
-    service = JobService(store, _NoDispatch(), batch_docs=1)
+    service = JobService(store, NoDispatch(), batch_docs=1)
     job = service.submit(docs(3), "kb", "acme")
     run_batch(store, job.id, 0, ScriptedIngest())
     assert service.cancel(job.id, "acme").state is JobState.CANCELLED
@@ -322,13 +315,13 @@ def test_wait_true_answers_with_the_report(api: TestClient) -> None:
 
 def test_jobs_open_is_a_metric(tmp_path: Path) -> None:
     store = SqliteJobStore(tmp_path / "j.sqlite")
-    service = JobService(store, _NoDispatch())
+    service = JobService(store, NoDispatch())
     service.submit(docs(2), "kb", "default")
     from prometheus_client import REGISTRY
 
     from service import metrics
 
-    metrics.set_jobs_open(lambda: len(service.store.unfinished()))
+    metrics.set_jobs_open(service.store.open_count)
     assert REGISTRY.get_sample_value("grounded_jobs_open") == 1.0
 
 
@@ -340,7 +333,7 @@ def test_jobs_cli_lists_shows_and_cancels_from_the_store(tmp_path: Path) -> None
     data = tmp_path / "data"
     assert "no ingest jobs yet" in grounded("jobs", data_dir=data, check_rc=1).stderr
     store = SqliteJobStore(data / "jobs.sqlite")
-    service = JobService(store, _NoDispatch(), batch_docs=2)
+    service = JobService(store, NoDispatch(), batch_docs=2)
     job = service.submit(docs(5), "kb", "acme")
     listed = json.loads(grounded("jobs", "--json", data_dir=data).stdout)
     assert [(j["id"], j["state"], j["tenant"]) for j in listed] == [(job.id, "queued", "acme")]

@@ -197,7 +197,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Last: the request-id middleware must wrap everything, the body limit included.
     metrics.set_ingest_queue_depth(lambda: write_queue.depth)
-    metrics.set_jobs_open(lambda: len(job_service.store.unfinished()))
+    metrics.set_jobs_open(job_service.store.open_count)
     install_observability(app, metrics_dependencies=[Depends(authorized("admin"))])
     document_errors(app)
     return app

@@ -54,6 +54,16 @@ class Dispatcher(Protocol):
     def close(self) -> None: ...
 
 
+class NoDispatch:
+    """For callers that only read and cancel jobs (``grounded jobs``): dispatches nothing."""
+
+    def start(self) -> None: ...
+
+    def submit(self, job: Job) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class JobService:
     def __init__(
         self,
@@ -74,7 +84,7 @@ class JobService:
     def submit(self, documents: Sequence[Document], collection: str, tenant: str) -> Job:
         """Store a job durably and hand it to the workers; :class:`QueueFull` when too many
         jobs are open."""
-        if len(self.store.unfinished()) >= self.max_open_jobs:
+        if self.store.open_count() >= self.max_open_jobs:
             raise QueueFull(self.max_open_jobs, retry_after=30, waiting="ingest jobs open")
         batches = list(batched(documents, self.batch_docs, BATCH_MAX_CHARS))
         job = Job.new(collection, tenant, documents=len(documents), batches=len(batches))
