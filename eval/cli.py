@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ingest.index import IndexProblem
@@ -158,12 +165,12 @@ def ladder(
     pipeline = _open_pipeline(data_dir)
     try:
         with _progress(as_json or not err.is_terminal) as progress:
-            tasks: dict[str, object] = {}
+            tasks: dict[str, TaskID] = {}
 
             def indexed(label: str, done: int) -> None:
                 if label not in tasks:
                     tasks[label] = progress.add_task(f"indexing ({label})", total=len(data.corpus))
-                progress.update(tasks[label], completed=done)  # type: ignore[arg-type]
+                progress.update(tasks[label], completed=done)
 
             rungs = 4 + len([s for s in sizes if s != pipeline.settings.chunk_size])
             task = progress.add_task("querying", total=rungs * len(data.queries))
@@ -188,7 +195,7 @@ def ladder(
 
 
 def _open_pipeline(data_dir: Path | None) -> RagPipeline:
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    settings = Settings(data_dir=data_dir) if data_dir else Settings()
     try:
         return RagPipeline.from_settings(settings)
     except IndexProblem as exc:

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
@@ -86,7 +87,8 @@ def classification_report(scores: np.ndarray, labels: np.ndarray, cut: float) ->
 
 def validate_detector(
     detector: HallucinationDetector, path: Path, limit: int | None = None, tick: Tick | None = None
-) -> dict[str, object]:
+) -> dict[str, Any]:
+    """The JSON report: ``rows``, ``threshold``, and a classification report for each split."""
     rows = load_halueval_qa(path, limit)
     calibration = [r for r in rows if not is_held_out(r["question"])]
     held_out = [r for r in rows if is_held_out(r["question"])]

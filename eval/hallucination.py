@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,7 +104,7 @@ def _names(text: str) -> set[str]:
     return names
 
 
-def _share(found: set[str], wanted: set[str]) -> float:
+def _share(found: AbstractSet[object], wanted: AbstractSet[object]) -> float:
     return len(found & wanted) / len(wanted) if wanted else 1.0
 
 

@@ -84,6 +84,15 @@ def _llm_row(
     return LadderRow(name, description, metrics, latency)
 
 
+def _labelled(
+    progress: Callable[[str, int], None] | None, label: str
+) -> Callable[[int, int], None] | None:
+    """``progress(label, documents)`` as an ingest progress callback (documents, chunks)."""
+    if progress is None:
+        return None
+    return lambda documents, _chunks: progress(label, documents)
+
+
 def run_ladder(
     pipeline: RagPipeline,
     dataset: BeirDataset,
@@ -91,9 +100,7 @@ def run_ladder(
     tick: Tick | None = None,
     index_progress: Callable[[str, int], None] | None = None,
 ) -> list[LadderRow]:
-    collection, _ = prepare_index(
-        pipeline, dataset, (lambda d, _c: index_progress("base", d)) if index_progress else None
-    )
+    collection, _ = prepare_index(pipeline, dataset, _labelled(index_progress, "base"))
     size = pipeline.settings.chunk_size
     rungs = [
         ("bm25", "BM25 only (sparse vectors, IDF in Qdrant)", "sparse"),
@@ -114,11 +121,7 @@ def run_ladder(
         )
         variant = RagPipeline(settings, pipeline.index, pipeline.embedder)
         label = f"chunks-{chunk_size}"
-        variant_collection, _ = prepare_index(
-            variant,
-            dataset,
-            (lambda d, _c, lb=label: index_progress(lb, d)) if index_progress else None,
-        )
+        variant_collection, _ = prepare_index(variant, dataset, _labelled(index_progress, label))
         metrics, latency = _measure(variant, dataset, variant_collection, "hybrid-rrf", tick)
         rows.append(
             LadderRow(
@@ -134,7 +137,7 @@ def run_ladder(
             _llm_row("+reranker", described, pipeline, dataset, collection, tick, rerank=True)
         )
     n = pipeline.settings.multi_query or 3
-    expansions = [
+    expansions: list[tuple[str, str, dict[str, Any]]] = [
         (
             "+multi-query",
             f"hybrid RRF over the question + {n} LLM rephrasings, RRF-fused",

@@ -89,7 +89,7 @@ def run_suite(
         report = validate_detector(
             HallucinationDetector(pipeline.embedder), suite.dataset, suite.limit, tick
         )
-        for key, value in report["held_out"].items():  # type: ignore[union-attr]
+        for key, value in report["held_out"].items():
             flat[f"{suite.name}.held_out.{key}"] = float(value)
         return flat, None
     from .datasets import load_beir
@@ -100,8 +100,8 @@ def run_suite(
 
         log(f"{suite.name}: indexing {len(dataset.corpus)} documents (cached after the first run)")
         collection, _ = prepare_index(pipeline, dataset)
-        report = evaluate_retrieval(pipeline, dataset, suite.modes, collection, tick)
-        for mode, scores in report.items():
+        by_mode = evaluate_retrieval(pipeline, dataset, suite.modes, collection, tick)
+        for mode, scores in by_mode.items():
             for key, value in scores.items():
                 flat[f"{suite.name}.{mode}.{key}"] = float(value)
     else:

@@ -305,9 +305,7 @@ class Ingestor:
             plan.chunks.extend((c, doc_hash, len(chunks)) for c in chunks)
         return plan
 
-    def _write(
-        self, plan: Ingestor._Plan, vectors: Sequence[Sequence[float]], sparse: Bm25Encoder
-    ) -> int:
+    def _write(self, plan: Ingestor._Plan, vectors: np.ndarray, sparse: Bm25Encoder) -> int:
         points = [
             IndexPoint(
                 point_id(chunk.doc_id, chunk.chunk_index, self.tenant),

@@ -1,23 +1,36 @@
-"""The one settings object of grounded.
+"""The one settings object of grounded, composed of one model per concern.
 
 Read, highest priority first, from: keyword arguments (the CLI's flags), environment variables
 prefixed ``GROUNDED_`` (``GROUNDED_DATA_DIR``, ``GROUNDED_QDRANT_URL`` ...), a TOML config file
 (``GROUNDED_CONFIG`` or ``./grounded.toml`` when present), ``OPENAI_BASE_URL`` /
 ``OPENAI_API_KEY`` (for ``llm_base_url`` / ``llm_api_key`` only), then the defaults below.
 
-docs/configuration.md is generated from the fields: ``python -m ingest.settings_docs``.
+Why concerns: some 90 knobs in one flat class hid which belong together (the reranker's eight,
+the worker fleet's twelve). Each concern is now a small pydantic model (:class:`ChunkingSettings`,
+:class:`RerankSettings` ...) holding its fields and the validators that need only them, and
+:class:`Settings` inherits them all. Inheriting, not nesting (``settings.chunking.size``), keeps
+every name flat: ``settings.chunk_size``, ``GROUNDED_CHUNK_SIZE`` and ``chunk_size = 200`` in the
+TOML file work as before, so no call site, deployment or config file changes.
+:meth:`Settings.concerns` lists the concerns for docs/configuration.md, generated from them by
+``python -m ingest.settings_docs``.
+
+The concerns of serving (API, auth, the answer LLM, jobs) and of evaluation (the judge) live here
+too, in their own sections below, because ``service/`` and ``eval/`` import ``ingest/``, never
+the other way: one object must be importable by all three.
 
 Example::
 
-    from ingest.settings import Settings
+    from ingest.settings import ChunkingSettings, Settings
     settings = Settings(data_dir="/tmp/grounded", chunk_size=200)
+    settings.chunk_size, ChunkingSettings.model_fields.keys()  # 200, chunk_size and chunk_overlap
+    [concern.title for concern in Settings.concerns()]          # ['Storage', 'Qdrant server ...
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import limits
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -63,42 +76,26 @@ class Route(BaseModel):
     )
 
 
-class OpenAIFallbackSource(PydanticBaseSettingsSource):
-    """``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` (non-empty) for ``llm_base_url`` /
-    ``llm_api_key``; the last source, so keyword arguments, ``GROUNDED_`` variables and the TOML
-    file win over it."""
+class Concern(BaseModel):
+    """The fields of one concern; :class:`Settings` inherits every concern.
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        variable = OPENAI_FALLBACKS.get(field_name)
-        value = os.environ.get(variable) if variable else None
-        return value or None, field_name, False
+    A concern sets no ``model_config``: pydantic merges the configs of all bases into
+    :class:`Settings`, whose own config (``GROUNDED_`` prefix, extra keys ignored) must hold.
+    Its validators check only its own fields, and their names are unique across concerns, since
+    a validator inherited under the same name as another would replace it.
+    """
 
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for name in OPENAI_FALLBACKS:
-            value, key, _ = self.get_field_value(self.settings_cls.model_fields[name], name)
-            if value is not None:
-                values[key] = value
-        return values
+    title: ClassVar[str]  # the heading of the concern's table in docs/configuration.md
 
 
-def config_file_path() -> Path | None:
-    explicit = os.environ.get("GROUNDED_CONFIG")
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise FileNotFoundError(f"GROUNDED_CONFIG points to {path}, which is not a file")
-        return path
-    default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.is_file() else None
+# Concerns of the index: read by ingest/ and by the index adapters ---------------------------
 
 
-class Settings(BaseSettings):
-    """Every knob of ingest, retrieval and the API, validated once at start-up."""
+class StorageSettings(Concern):
+    """Where the index lives, and which collection and tenant a request names by default."""
 
-    model_config = SettingsConfigDict(env_prefix="GROUNDED_", extra="ignore")
+    title = "Storage"
 
-    # Storage
     data_dir: Path = Field(Path("data"), description="Where the embedded Qdrant Edge shards live.")
     qdrant_url: str | None = Field(
         None, description="Qdrant server or cluster URL; unset = embedded Qdrant Edge in data_dir."
@@ -112,7 +109,42 @@ class Settings(BaseSettings):
         description="Tenant of local CLI ingest and search (API requests take their key's).",
     )
 
-    # Embeddings
+    @property
+    def uses_server(self) -> bool:
+        return bool(self.qdrant_url)
+
+
+class QdrantClusterSettings(Concern):
+    """How a Qdrant server or cluster lays out new collections (fixed at creation), and its
+    requests; used with qdrant_url."""
+
+    title = "Qdrant server or cluster"
+
+    qdrant_shard_number: int | None = Field(
+        None, ge=1, description="Shards of a new collection; unset = the server's default."
+    )
+    qdrant_replication_factor: int | None = Field(
+        None, ge=1, description="Copies of each shard (2 on 3 nodes survives a node loss)."
+    )
+    qdrant_write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must acknowledge a write; unset = 1."
+    )
+    qdrant_on_disk_payload: bool = Field(
+        True, description="Keep payloads on disk, leaving RAM to vectors and indexes."
+    )
+    qdrant_timeout: int = Field(30, gt=0, description="Seconds per Qdrant server request.")
+    bulk_defer_indexing: bool = Field(
+        True,
+        description="Bulk loads (`grounded migrate`) build the HNSW graph once at the end "
+        "instead of while writing.",
+    )
+
+
+class EmbeddingSettings(Concern):
+    """The dense embedding model, recorded by each collection at creation."""
+
+    title = "Embeddings"
+
     embedding_model: str = Field(
         "all-MiniLM-L6-v2",
         description="sentence-transformers name or local path; the default loads offline.",
@@ -126,13 +158,33 @@ class Settings(BaseSettings):
         "'cuda'); unset = picked automatically.",
     )
 
-    # Chunking (in tokens of the embedder's own tokenizer)
+
+class ChunkingSettings(Concern):
+    """Chunk windows, in tokens of the embedding model's own tokenizer."""
+
+    title = "Chunking"
+
     chunk_size: int = Field(256, ge=16, description="Max tokens per chunk, context included.")
     chunk_overlap: int = Field(
         32, ge=0, description="Tokens shared by neighbouring chunks; below chunk_size / 2."
     )
 
-    # BM25 (sparse vectors with Qdrant's IDF modifier)
+    @model_validator(mode="after")
+    def _check_chunking(self) -> ChunkingSettings:
+        if self.chunk_overlap >= self.chunk_size // 2:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be < chunk_size/2 "
+                f"({self.chunk_size // 2})"
+            )
+        return self
+
+
+class Bm25Settings(Concern):
+    """Sparse vectors with BM25 term frequencies; Qdrant's IDF modifier supplies the inverse
+    document frequency."""
+
+    title = "BM25"
+
     bm25_k1: float = Field(
         1.2, ge=0, description="BM25 term-frequency saturation of new collections."
     )
@@ -144,7 +196,37 @@ class Settings(BaseSettings):
     )
     bm25_language: str = Field("english", description="Language of BM25 stemming and stop words.")
 
-    # Retrieval
+
+class IngestSettings(Concern):
+    """What ingest accepts, from the API and the CLI alike, and how it batches."""
+
+    title = "Ingest"
+
+    ingest_batch_docs: int = Field(256, gt=0, description="Documents per embed/upsert batch.")
+    max_document_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, description="UTF-8 bytes of one document's text (API and CLI)."
+    )
+    max_file_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Largest file the CLI reads; larger ones are refused. JSON Lines are "
+        "streamed line by line and exempt.",
+    )
+    max_metadata_depth: int = Field(8, ge=1, le=32, description="Nesting levels of metadata.")
+    max_metadata_bytes: int = Field(16_384, gt=0, description="JSON bytes of one metadata.")
+    source_paths: Literal["relative", "absolute"] = Field(
+        "relative", description="`source` of ingested files: relative to the ingest root's parent."
+    )
+
+
+# Concerns of serving: read by service/ ------------------------------------------------------
+
+
+class RetrievalSettings(Concern):
+    """A dense and a BM25 leg, fused inside Qdrant; what a request leaves unset comes from here."""
+
+    title = "Retrieval"
+
     search_mode: SearchMode = Field(
         "hybrid", description="'hybrid' (dense + BM25), 'dense' or 'sparse' (BM25 only)."
     )
@@ -162,7 +244,27 @@ class Settings(BaseSettings):
     top_k: int = Field(10, gt=0, description="Results per request when the request names none.")
     max_top_k: int = Field(100, gt=0, description="Most results a request may ask for.")
 
-    # Reranking (retrieve rerank_candidates, rerank, keep top_k)
+    @model_validator(mode="after")
+    def _check_top_k(self) -> RetrievalSettings:
+        if self.top_k > self.max_top_k:
+            raise ValueError(f"top_k ({self.top_k}) must be <= max_top_k ({self.max_top_k})")
+        return self
+
+
+class TransformSettings(Concern):
+    """LLM rewrites of the question that widen retrieval; each also switchable per request."""
+
+    title = "Query transforms"
+
+    multi_query: int = Field(0, ge=0, le=10, description="LLM rephrasings fused by RRF; 0 = off.")
+    hyde: bool = Field(False, description="Dense leg from an LLM-written hypothetical passage.")
+
+
+class RerankSettings(Concern):
+    """Retrieve rerank_candidates chunks, rerank them, keep top_k."""
+
+    title = "Reranking"
+
     reranker: Literal["none", "cross-encoder", "llm"] = Field(
         "none", description="'cross-encoder', 'llm' (listwise, the answer LLM) or 'none'."
     )
@@ -182,8 +284,41 @@ class Settings(BaseSettings):
         160, ge=16, description="Tokens of each passage in the listwise prompt."
     )
 
-    # Answer LLM (any OpenAI-compatible endpoint). OPENAI_BASE_URL / OPENAI_API_KEY are used
-    # when the GROUNDED_ variables are unset (OpenAIFallbackSource).
+
+class RoutingSettings(Concern):
+    """A question goes to the best matching route, or gets "no matching source"."""
+
+    title = "Routing"
+
+    routes: list[Route] = Field(
+        default_factory=list,
+        description="Destinations questions are routed to: [[routes]] tables in the TOML file.",
+    )
+    router: Literal["embedding", "llm"] = Field(
+        "embedding", description="Picks the route: 'embedding' similarity or the 'llm'."
+    )
+    route_min_score: float = Field(
+        0.3, ge=0, le=1, description="Below this confidence: no matching source."
+    )
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> RoutingSettings:
+        names = [r.name for r in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"route names must be unique, got {names}")
+        return self
+
+
+class AnswerLLMSettings(Concern):
+    """The answer LLM, any OpenAI-compatible endpoint, and how answers are grounded.
+
+    The same endpoint serves the LLM reranker, the query transforms and the LLM router.
+    ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` fill ``llm_base_url`` / ``llm_api_key`` when nothing
+    else does (:class:`OpenAIFallbackSource`).
+    """
+
+    title = "Answer LLM"
+
     generator: Literal["auto", "extractive", "llm"] = Field(
         "auto", description="auto = the LLM when one is configured, else extractive."
     )
@@ -226,23 +361,17 @@ class Settings(BaseSettings):
         "at or above this cosine similarity (unset = off).",
     )
 
-    # Query transforms (each also switchable per request)
-    multi_query: int = Field(0, ge=0, le=10, description="LLM rephrasings fused by RRF; 0 = off.")
-    hyde: bool = Field(False, description="Dense leg from an LLM-written hypothetical passage.")
+    @property
+    def llm_configured(self) -> bool:
+        """An LLM endpoint is named (a model, or a base URL such as a local llama.cpp server)."""
+        return bool(self.llm_model or self.llm_base_url)
 
-    # Routing: questions go to the best matching route, or get "no matching source"
-    routes: list[Route] = Field(
-        default_factory=list,
-        description="Destinations questions are routed to: [[routes]] tables in the TOML file.",
-    )
-    router: Literal["embedding", "llm"] = Field(
-        "embedding", description="Picks the route: 'embedding' similarity or the 'llm'."
-    )
-    route_min_score: float = Field(
-        0.3, ge=0, le=1, description="Below this confidence: no matching source."
-    )
 
-    # API
+class ApiSettings(Concern):
+    """The REST API: where `grounded serve` listens and what one request may carry."""
+
+    title = "API"
+
     host: str = Field("127.0.0.1", description="Address `grounded serve` binds to.")
     port: int = Field(8000, gt=0, lt=65536, description="Port `grounded serve` listens on.")
     max_body_bytes: int = Field(
@@ -254,25 +383,16 @@ class Settings(BaseSettings):
     max_documents_per_request: int = Field(
         256, gt=0, description="Documents per /v1/ingest; more get 413."
     )
-    max_document_bytes: int = Field(
-        4 * 1024 * 1024, gt=0, description="UTF-8 bytes of one document's text (API and CLI)."
-    )
-    max_file_bytes: int = Field(
-        64 * 1024 * 1024,
-        gt=0,
-        description="Largest file the CLI reads; larger ones are refused. JSON Lines are "
-        "streamed line by line and exempt.",
-    )
-    max_metadata_depth: int = Field(8, ge=1, le=32, description="Nesting levels of metadata.")
-    max_metadata_bytes: int = Field(16_384, gt=0, description="JSON bytes of one metadata.")
     ingest_queue_size: int = Field(
         8, ge=1, description="Delete requests that may wait; more get 503 + Retry-After."
     )
-    source_paths: Literal["relative", "absolute"] = Field(
-        "relative", description="`source` of ingested files: relative to the ingest root's parent."
-    )
 
-    # Auth: API keys with scopes, one tenant per key
+
+class AuthSettings(Concern):
+    """API keys with scopes, one tenant per key, and a request limit per key."""
+
+    title = "Auth and rate limits"
+
     auth: Literal["auto", "on", "off"] = Field(
         "auto", description="auto = on when the API binds beyond loopback."
     )
@@ -287,20 +407,29 @@ class Settings(BaseSettings):
     rate_limit: str = Field(
         "600/minute", description="Per-key request limit (limits syntax, e.g. '10/second')."
     )
-
-    # Judge LLM for answer evaluation (any OpenAI-compatible endpoint)
-    judge_base_url: str | None = Field(
-        None,
-        description="Judge endpoint of `grounded eval answers`; judging needs it and judge_model.",
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate-limit counters live (limits storage URI): memory:// per process, "
+        "redis://host:6379/1 shared by every API replica.",
     )
-    judge_model: str | None = Field(None, description="Model name of the judge LLM.")
-    judge_api_key: SecretStr | None = Field(None, description="Bearer token of the judge endpoint.")
-    judge_timeout: float = Field(120.0, gt=0, description="Seconds per judge request.")
 
-    # Ingest
-    ingest_batch_docs: int = Field(256, gt=0, description="Documents per embed/upsert batch.")
+    @model_validator(mode="after")
+    def _check_rate_limit(self) -> AuthSettings:
+        try:
+            limits.parse(self.rate_limit)
+        except ValueError:
+            raise ValueError(
+                f"rate_limit {self.rate_limit!r} is not a rate: use e.g. '600/minute'"
+            ) from None
+        return self
 
-    # Ingest jobs: a worker thread of `grounded serve`, or a Celery fleet (`grounded worker`)
+
+class JobSettings(Concern):
+    """Ingest jobs, run by a worker thread of `grounded serve` or a Celery fleet
+    (`grounded worker`)."""
+
+    title = "Ingest jobs and workers"
+
     jobs_db: Path | None = Field(
         None,
         description="SQLite file of ingest jobs (embedded mode); unset = jobs.sqlite in data_dir.",
@@ -349,55 +478,101 @@ class Settings(BaseSettings):
         description="Seconds before a task held by a dead worker is redelivered; must exceed "
         "task_time_limit.",
     )
-    rate_limit_storage: str = Field(
-        "memory://",
-        description="Where rate-limit counters live (limits storage URI): memory:// per process, "
-        "redis://host:6379/1 shared by every API replica.",
-    )
-
-    # Qdrant server or cluster: fixed when a collection is created
-    qdrant_shard_number: int | None = Field(
-        None, ge=1, description="Shards of a new collection; unset = the server's default."
-    )
-    qdrant_replication_factor: int | None = Field(
-        None, ge=1, description="Copies of each shard (2 on 3 nodes survives a node loss)."
-    )
-    qdrant_write_consistency_factor: int | None = Field(
-        None, ge=1, description="Replicas that must acknowledge a write; unset = 1."
-    )
-    qdrant_on_disk_payload: bool = Field(
-        True, description="Keep payloads on disk, leaving RAM to vectors and indexes."
-    )
-    qdrant_timeout: int = Field(30, gt=0, description="Seconds per Qdrant server request.")
-    bulk_defer_indexing: bool = Field(
-        True,
-        description="Bulk loads (`grounded migrate`) build the HNSW graph once at the end "
-        "instead of while writing.",
-    )
 
     @model_validator(mode="after")
-    def _check(self) -> Settings:
-        if self.chunk_overlap >= self.chunk_size // 2:
-            raise ValueError(
-                f"chunk_overlap ({self.chunk_overlap}) must be < chunk_size/2 "
-                f"({self.chunk_size // 2})"
-            )
-        if self.top_k > self.max_top_k:
-            raise ValueError(f"top_k ({self.top_k}) must be <= max_top_k ({self.max_top_k})")
-        try:
-            limits.parse(self.rate_limit)
-        except ValueError:
-            raise ValueError(
-                f"rate_limit {self.rate_limit!r} is not a rate: use e.g. '600/minute'"
-            ) from None
+    def _check_redelivery(self) -> JobSettings:
         if self.broker_visibility_timeout <= self.task_time_limit:
             raise ValueError(
                 f"broker_visibility_timeout ({self.broker_visibility_timeout}) must exceed "
                 f"task_time_limit ({self.task_time_limit}), or running tasks get delivered twice"
             )
-        names = [r.name for r in self.routes]
-        if len(set(names)) != len(names):
-            raise ValueError(f"route names must be unique, got {names}")
+        return self
+
+
+# Concerns of evaluation: read by eval/ ------------------------------------------------------
+
+
+class JudgeSettings(Concern):
+    """The judge LLM of answer evaluation, any OpenAI-compatible endpoint apart from the answer
+    LLM."""
+
+    title = "Judge LLM"
+
+    judge_base_url: str | None = Field(
+        None,
+        description="Judge endpoint of `grounded eval answers`; judging needs it and judge_model.",
+    )
+    judge_model: str | None = Field(None, description="Model name of the judge LLM.")
+    judge_api_key: SecretStr | None = Field(None, description="Bearer token of the judge endpoint.")
+    judge_timeout: float = Field(120.0, gt=0, description="Seconds per judge request.")
+
+
+# The one object --------------------------------------------------------------------------------
+
+
+class OpenAIFallbackSource(PydanticBaseSettingsSource):
+    """``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` (non-empty) for ``llm_base_url`` /
+    ``llm_api_key``; the last source, so keyword arguments, ``GROUNDED_`` variables and the TOML
+    file win over it."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = OPENAI_FALLBACKS.get(field_name)
+        value = os.environ.get(variable) if variable else None
+        return value or None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in OPENAI_FALLBACKS:
+            value, key, _ = self.get_field_value(self.settings_cls.model_fields[name], name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+def config_file_path() -> Path | None:
+    explicit = os.environ.get("GROUNDED_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"GROUNDED_CONFIG points to {path}, which is not a file")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+class Settings(
+    # In the order of docs/configuration.md; each concern's fields keep their flat names.
+    StorageSettings,
+    QdrantClusterSettings,
+    EmbeddingSettings,
+    ChunkingSettings,
+    Bm25Settings,
+    IngestSettings,
+    RetrievalSettings,
+    TransformSettings,
+    RerankSettings,
+    RoutingSettings,
+    AnswerLLMSettings,
+    ApiSettings,
+    AuthSettings,
+    JobSettings,
+    JudgeSettings,
+    BaseSettings,
+):
+    """Every knob of ingest, retrieval and the API, validated once at start-up: the fields of all
+    concerns under their flat names (``settings.chunk_size``), read from the sources above."""
+
+    model_config = SettingsConfigDict(env_prefix="GROUNDED_", extra="ignore")
+    title = "Settings"  # not the first concern's title, which it would inherit
+
+    @classmethod
+    def concerns(cls) -> tuple[type[Concern], ...]:
+        """The concern models, in order; together they hold every field exactly once."""
+        return tuple(base for base in Settings.__bases__ if issubclass(base, Concern))
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        # Rules that span concerns; each concern checks its own fields itself.
         needs_llm = {
             "generator = 'llm'": self.generator == "llm",
             "reranker = 'llm'": self.reranker == "llm",
@@ -413,6 +588,7 @@ class Settings(BaseSettings):
             )
         return self
 
+    # Default files in data_dir (storage) for the auth and jobs concerns.
     @property
     def keys_path(self) -> Path:
         return self.keys_db or self.data_dir / "keys.sqlite"
@@ -420,15 +596,6 @@ class Settings(BaseSettings):
     @property
     def jobs_path(self) -> Path:
         return self.jobs_db or self.data_dir / "jobs.sqlite"
-
-    @property
-    def uses_server(self) -> bool:
-        return bool(self.qdrant_url)
-
-    @property
-    def llm_configured(self) -> bool:
-        """An LLM endpoint is named (a model, or a base URL such as a local llama.cpp server)."""
-        return bool(self.llm_model or self.llm_base_url)
 
     @classmethod
     def settings_customise_sources(

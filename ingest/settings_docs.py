@@ -1,14 +1,22 @@
 """Renders the settings tables of docs/configuration.md from ``Settings`` and ``Route``.
 
+One table per concern of :meth:`Settings.concerns`, titled by the concern and introduced by the
+first paragraph of its docstring; the ``[[routes]]`` fields follow the routing table.
 ``python -m ingest.settings_docs`` rewrites the region between the markers below;
 ``--check`` only reports (exit 1) when the page is out of date. The prose outside the markers is
 hand-written and left alone.
+
+Example::
+
+    python -m ingest.settings_docs            # rewrite docs/configuration.md
+    python -m ingest.settings_docs --check    # exit 1 when it is stale
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +24,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .settings import OPENAI_FALLBACKS, Route, Settings
+from .settings import OPENAI_FALLBACKS, Concern, Route, RoutingSettings, Settings
 
 START = "<!-- settings:start -->"
 END = "<!-- settings:end -->"
@@ -74,7 +82,7 @@ def _env(name: str) -> str:
     return f"{env} or {fallback}" if fallback else env
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return lines
@@ -86,26 +94,52 @@ def _description(model: type[BaseModel], name: str, field: FieldInfo) -> str:
     return field.description
 
 
+def _summary(concern: type[Concern]) -> str:
+    """The first paragraph of the concern's docstring, on one line."""
+    doc = concern.__doc__ or ""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def _concern(concern: type[Concern]) -> list[str]:
+    rows = [
+        (name, _env(name), render_default(name, f), _description(concern, name, f))
+        for name, f in concern.model_fields.items()
+    ]
+    # Bold, not a heading: a "### Reranking" here would take the #reranking anchor that
+    # README.md and answers.md link to, from the prose section of the same name below.
+    lines = [f"**{concern.title}** (`{concern.__name__}`): {_summary(concern)}", ""]
+    lines += _table(("setting", "env", "default", "description"), rows)
+    if concern is RoutingSettings:
+        routes = [
+            (name, render_default(name, f), _description(Route, name, f))
+            for name, f in Route.model_fields.items()
+        ]
+        lines += [
+            "",
+            "Each `[[routes]]` table of the TOML file (see [answers](answers.md#routing)):",
+            "",
+            *_table(("field", "default", "description"), routes),
+        ]
+    return [*lines, ""]
+
+
 def render_settings() -> str:
-    """The generated region, markers excluded."""
-    settings = [
-        (name, _env(name), render_default(name, f), _description(Settings, name, f))
-        for name, f in Settings.model_fields.items()
-    ]
-    routes = [
-        (name, render_default(name, f), _description(Route, name, f))
-        for name, f in Route.model_fields.items()
-    ]
+    """The generated region, markers excluded.
+
+    Raises:
+        ValueError: a field without a description, or one that no concern holds.
+    """
+    concerns = Settings.concerns()
+    held = [name for concern in concerns for name in concern.model_fields]
+    stray = sorted(set(Settings.model_fields) - set(held))
+    if stray:
+        raise ValueError(f"Settings fields outside every concern: {stray}")
     lines = [
         f"<!-- Generated from ingest/settings.py by `{REGENERATE}`; edit the fields, not this. -->",
         "",
-        *_table(("setting", "env", "default", "description"), settings),
-        "",
-        "Each `[[routes]]` table of the TOML file (see [answers](answers.md#routing)):",
-        "",
-        *_table(("field", "default", "description"), routes),
-        "",
     ]
+    for concern in concerns:
+        lines += _concern(concern)
     return "\n".join(lines)
 
 

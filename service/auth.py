@@ -35,13 +35,16 @@ import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ingest.names import DEFAULT_TENANT, check_tenant
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 SCOPES = ("read", "ingest", "admin")
 _PREFIX = "gk"
@@ -306,7 +309,9 @@ class RedisKeyStore:
         rate_limit: str | None = None,
     ) -> tuple[str, KeyRecord]:
         token, record = _new_key(tenant, scopes, name, rate_limit)
-        fields = {k: v for k, v in asdict(record).items() if v is not None}
+        fields: dict[FieldT, EncodableT] = {
+            k: v for k, v in asdict(record).items() if v is not None
+        }
         fields["scopes"] = ",".join(sorted(record.scopes))
         fields["digest"] = _digest(token)
         pipe = self._redis.pipeline(transaction=True)
@@ -320,10 +325,10 @@ class RedisKeyStore:
         if not fields:
             return None
         record = _record(tuple(fields.get(f) for f in _RECORD_FIELDS))
-        return record, fields["digest"]
+        return record, str(fields["digest"])
 
     def list(self) -> list[KeyRecord]:
-        found = [self._get(p) for p in self._redis.smembers(f"{self._prefix}keys")]
+        found = [self._get(str(p)) for p in self._redis.smembers(f"{self._prefix}keys")]
         return sorted((r for r, _ in filter(None, found)), key=lambda r: (r.created_at, r.prefix))
 
     def revoke(self, prefix: str) -> bool:

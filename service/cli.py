@@ -283,20 +283,34 @@ def search(
     out.print("timings (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in response["timings"].items()))
 
 
-def _validated(model: Any, body: dict[str, Any], settings: Settings) -> tuple[Any, Any]:
-    """The request as the API would parse it, and its search parameters; exit 2 when invalid
+def _validated(model: Any, body: dict[str, Any], settings: Settings) -> Any:
+    """The request as the API would parse it; exit 2 when it is invalid or breaks a limit
     (checked before the model loads)."""
     from pydantic import ValidationError
 
     from .errors import InvalidRequest
-    from .requests import search_params
+    from .requests import check_limits
 
     try:
         request = model(**body)
-        return request, search_params(request, settings, settings.tenant)
+        check_limits(request, settings)
+        return request
     except ValidationError as exc:
         raise fail("; ".join(e["msg"] for e in exc.errors()), 2) from None
     except InvalidRequest as exc:
+        raise fail(str(exc), 2) from None
+
+
+def _resolved(request: Any, pipeline: Any) -> tuple[Any, Any]:
+    """:func:`~service.requests.resolve` against the loaded pipeline (what it may run depends on
+    its parts, a reranker say); a refused request exits 2 like an invalid one."""
+    from .errors import InvalidRequest
+    from .pipeline import NotConfigured
+    from .requests import resolve
+
+    try:
+        return resolve(request, pipeline, pipeline.settings.tenant)
+    except (InvalidRequest, NotConfigured) as exc:
         raise fail(str(exc), 2) from None
 
 
@@ -313,19 +327,16 @@ def _local_search(settings: Settings, body: dict[str, Any], answer: bool) -> dic
     """What ``POST /v1/query`` (``answer``) or ``POST /v1/search`` would return for ``body``."""
     from .api.schemas import QueryRequest, SearchRequest
     from .pipeline import NotConfigured
-    from .requests import wants_route
     from .responses import query_response, search_response
 
-    request, params = _validated(QueryRequest if answer else SearchRequest, body, settings)
+    request = _validated(QueryRequest if answer else SearchRequest, body, settings)
     pipeline = _local_pipeline(settings)
     try:
-        route = wants_route(request, settings)
+        params, options = _resolved(request, pipeline)
         if answer:
-            response = query_response(
-                pipeline.query(params, route=route, generator=request.generator)
-            )
+            response = query_response(pipeline.query(params, options))
         else:
-            prep = pipeline.prepare(params, route=route)
+            prep = pipeline.prepare(params, options)
             response = search_response(prep.params, prep.retrieval, prep.route, prep.warnings)
         return json.loads(json.dumps(response, default=str))
     except (IndexProblem, NotConfigured) as exc:
@@ -434,15 +445,12 @@ def _remote_answer(server: str, body: dict[str, Any]) -> Iterator[tuple[str, dic
 def _local_answer(settings: Settings, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     from .api.schemas import QueryRequest
     from .pipeline import NotConfigured, QueryResult, StreamReset
-    from .requests import wants_route
     from .responses import query_response
 
-    request, params = _validated(QueryRequest, body, settings)
+    request = _validated(QueryRequest, body, settings)
     pipeline = _local_pipeline(settings)
     try:
-        _, items = pipeline.query_stream(
-            params, route=wants_route(request, settings), generator=request.generator
-        )
+        _, items = pipeline.query_stream(*_resolved(request, pipeline))
         for item in items:
             if isinstance(item, QueryResult):
                 yield "done", json.loads(json.dumps(query_response(item), default=str))
@@ -558,4 +566,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -64,7 +64,8 @@ class StreamEnd:
 
 
 class ChatLLM(Protocol):
-    model: str
+    @property
+    def model(self) -> str: ...
 
     def complete(
         self, messages: Sequence[Message], *, max_tokens: int | None = None

@@ -8,11 +8,18 @@ hybrid retrieval → rerank (optional) → abstention floor → generate (a
 ``degraded`` when the LLM fails, or the extractive generator when no LLM is configured). Every
 stage adds its time to ``timings``.
 
+What is searched is a :class:`~service.retrieval.SearchParams`; how the question is handled
+around the search (route first? which generator, what chat history, whose instructions?) is a
+:class:`QueryOptions`. Search (:meth:`RagPipeline.prepare`) and ask (:meth:`RagPipeline.query`,
+:meth:`RagPipeline.query_stream`) take the same pair, which :func:`service.requests.resolve`
+builds from a request for the API and the CLI alike.
+
 Example::
 
     pipeline = RagPipeline.from_settings(Settings())      # or with ready-made parts:
     pipeline = RagPipeline.from_settings(settings, index=index, embedder=embedder)
-    result = pipeline.query(SearchParams("what is grounded?", collection="docs"))
+    params = SearchParams("what is grounded?", collection="docs")
+    result = pipeline.query(params, QueryOptions(generator="extractive"))
     print(result.answer.text, result.answer.citations)
     pipeline.close()
 """
@@ -23,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from ingest.build import build_embedder, build_ingestor
 from ingest.documents import Document
@@ -51,6 +59,21 @@ class NotConfigured(ValueError):
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """How a question is handled around the search; search uses ``route`` only.
+
+    Example::
+
+        pipeline.query(params, QueryOptions(route=True, generator="extractive"))
+    """
+
+    route: bool = False  # pick the collection and prompt with the router first
+    generator: Literal["llm", "extractive"] | None = None  # None: RagPipeline.generator_name
+    history: Sequence[Message] = ()  # earlier chat turns (role/content), oldest first
+    instructions: str | None = None  # extra instructions for the LLM (an app's system prompt)
 
 
 @dataclass
@@ -172,6 +195,20 @@ class RagPipeline:
             )
         return self.llm
 
+    def require_reranker(self) -> Reranker:
+        """The reranker this pipeline was assembled with, whether the settings built it or the
+        caller gave it ready-made.
+
+        Raises:
+            NotConfigured: the pipeline has none.
+        """
+        if self.reranker is None:
+            raise NotConfigured(
+                "reranking was requested but no reranker is configured "
+                "(set GROUNDED_RERANKER=cross-encoder or llm)"
+            )
+        return self.reranker
+
     # Routing -------------------------------------------------------------------------------
 
     def route(self, question: str) -> tuple[RouteDecision, list[str]]:
@@ -196,11 +233,7 @@ class RagPipeline:
         Raises:
             NotConfigured: rerank, multi_query or hyde requested without what they need.
         """
-        if params.rerank and self.reranker is None:
-            raise NotConfigured(
-                "reranking was requested but no reranker is configured "
-                "(set GROUNDED_RERANKER=cross-encoder or llm)"
-            )
+        reranker = self.require_reranker() if params.rerank else None
         if params.multi_query:
             self._require_llm("multi-query expansion")
         if params.hyde:
@@ -217,10 +250,10 @@ class RagPipeline:
         if params.multi_query:
             llm = self._require_llm("multi-query")
             fuse_rephrasings(llm, self.retriever, wide, params.multi_query, result)
-        if params.rerank and self.reranker is not None:
+        if reranker is not None:
             t = time.perf_counter()
             try:
-                result.chunks = self.reranker.rerank(params.query, result.chunks, params.top_k)
+                result.chunks = reranker.rerank(params.query, result.chunks, params.top_k)
             except LLMError as exc:
                 result.warnings.append(f"reranking skipped: {exc.reason}")
             result.timings["rerank_ms"] = _ms(t)
@@ -229,9 +262,10 @@ class RagPipeline:
 
     # Answers -------------------------------------------------------------------------------
 
-    def prepare(self, params: SearchParams, *, route: bool = False) -> Prepared:
-        """Route (when asked) and retrieve. With no matching route, ``answer`` says so and
-        nothing is searched."""
+    def prepare(self, params: SearchParams, options: QueryOptions = QueryOptions()) -> Prepared:
+        """Route (when ``options.route``) and retrieve. With no matching route, ``answer`` says
+        so and nothing is searched."""
+        route = options.route
         started = time.perf_counter()
         decision: RouteDecision | None = None
         warnings: list[str] = []
@@ -251,13 +285,11 @@ class RagPipeline:
         warnings += retrieval.warnings
         return Prepared(params, retrieval, decision, warnings, instructions, None, started)
 
-    def _prepare_answer(
-        self, params: SearchParams, route: bool, instructions: str | None
-    ) -> Prepared:
+    def _prepare_answer(self, params: SearchParams, options: QueryOptions) -> Prepared:
         """:meth:`prepare`, then the abstention floor; adds the caller's instructions."""
-        prep = self.prepare(params, route=route)
-        if instructions:
-            prep.instructions = "\n\n".join(filter(None, [prep.instructions, instructions]))
+        prep = self.prepare(params, options)
+        if options.instructions:
+            prep.instructions = "\n\n".join(filter(None, [prep.instructions, options.instructions]))
         floor = self.settings.abstain_min_similarity
         if prep.answer is None and floor is not None:
             sims = [c.similarity for c in prep.retrieval.chunks if c.similarity is not None]
@@ -274,50 +306,32 @@ class RagPipeline:
             return self._llm_answers
         return self.extractive
 
-    def query(
-        self,
-        params: SearchParams,
-        *,
-        history: Sequence[Message] = (),
-        route: bool = False,
-        generator: str | None = None,
-        instructions: str | None = None,
-    ) -> QueryResult:
-        """Answer ``params.query`` from the documents; LLM trouble degrades, never raises.
-
-        Args:
-            history: earlier chat turns (``role``/``content``), oldest first.
-            route: pick the collection and prompt with the router first.
-            generator: ``"llm"`` or ``"extractive"``; default :attr:`generator_name`.
-            instructions: extra instructions for the LLM (an app's system prompt).
-        """
-        gen = self._generator(generator)
-        prep = self._prepare_answer(params, route, instructions)
+    def query(self, params: SearchParams, options: QueryOptions = QueryOptions()) -> QueryResult:
+        """Answer ``params.query`` from the documents; LLM trouble degrades, never raises."""
+        gen = self._generator(options.generator)
+        prep = self._prepare_answer(params, options)
         timings = dict(prep.retrieval.timings)
         if prep.answer is not None:
             return prep.result(prep.answer, timings)
         t = time.perf_counter()
         answer = gen.generate(
-            prep.params.query, prep.retrieval, history=history, instructions=prep.instructions
+            prep.params.query,
+            prep.retrieval,
+            history=options.history,
+            instructions=prep.instructions,
         )
         timings["generate_ms"] = _ms(t)
         return prep.result(answer, timings)
 
     def query_stream(
-        self,
-        params: SearchParams,
-        *,
-        history: Sequence[Message] = (),
-        route: bool = False,
-        generator: str | None = None,
-        instructions: str | None = None,
+        self, params: SearchParams, options: QueryOptions = QueryOptions()
     ) -> tuple[Prepared, Iterator[str | StreamReset | QueryResult]]:
         """Route and retrieve now (their errors raise here, so an API can still send a 4xx),
         and return the retrieval with an iterator of text deltas (and a :class:`StreamReset` if
         the LLM breaks off) that ends with the :class:`QueryResult`. Arguments as :meth:`query`."""
-        gen = self._generator(generator)
-        prep = self._prepare_answer(params, route, instructions)
-        return prep, self._stream(prep, gen, history)
+        gen = self._generator(options.generator)
+        prep = self._prepare_answer(params, options)
+        return prep, self._stream(prep, gen, options.history)
 
     def _stream(
         self, prep: Prepared, gen: Generator, history: Sequence[Message]
@@ -325,7 +339,7 @@ class RagPipeline:
         timings = dict(prep.retrieval.timings)
         t = time.perf_counter()
         answer, first_ms, reset = prep.answer, None, False
-        items = (
+        items: Iterator[str | StreamReset | Answer] = (
             gen.stream(
                 prep.params.query, prep.retrieval, history=history, instructions=prep.instructions
             )

@@ -206,15 +206,15 @@ def build_prompt(
     used = 0
     for chunk in chunks:
         label, text = block_label(len(blocks) + 1, chunk), sanitise(chunk.text)
-        block: str | None = fence_block(label, text, fence)
+        block = fence_block(label, text, fence)
         cost = counter.count(block) + 1  # the blank line between blocks
         if used + cost > budget:
             if blocks:
                 continue
-            block = _cut_block(label, text, fence, counter, budget - 1)
-            if block is None:
+            cut = _cut_block(label, text, fence, counter, budget - 1)
+            if cut is None:
                 continue
-            cost = counter.count(block) + 1
+            block, cost = cut, counter.count(cut) + 1
         blocks.append(chunk)
         texts.append(block)
         used += cost

@@ -1,28 +1,39 @@
 """Requests → what the pipeline runs: defaults filled in, configured limits enforced.
 
 Shared by the REST API and the CLI, so both refuse the same requests with the same words; errors
-are domain errors (:mod:`service.errors`), mapped to HTTP statuses once, in the app.
+are domain errors (:mod:`service.errors`, and :class:`~service.pipeline.NotConfigured` for a stage
+the pipeline lacks), mapped to HTTP statuses once, in the app.
+
+A search or a question resolves to one pair: the :class:`~service.retrieval.SearchParams` to
+retrieve with and the :class:`~service.pipeline.QueryOptions` around it. What a request may ask
+for is judged against the assembled pipeline, not the settings alone: a pipeline given a
+ready-made reranker reranks even where ``settings.reranker`` is ``"none"``.
 
 Example::
 
-    params = search_params(SearchRequest(query="what is BM25?"), settings, tenant="acme")
+    params, options = resolve(QueryRequest(query="what is BM25?"), pipeline, tenant="acme")
+    result = pipeline.query(params, options)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ingest.documents import Document, check_metadata
+from ingest.index import FieldFilter
 from ingest.names import DEFAULT_TENANT
 from ingest.settings import Settings
 
-from .api.schemas import IngestRequest, SearchRequest, to_field_filters
+from .api.schemas import IngestRequest, QueryRequest, SearchRequest, to_field_filters
 from .errors import InvalidRequest, PayloadTooLarge
+from .llm import Message
+from .pipeline import QueryOptions, RagPipeline
 from .retrieval import SearchParams
 
 
-def search_params(
-    body: SearchRequest, settings: Settings, tenant: str = DEFAULT_TENANT
-) -> SearchParams:
-    """Request → :class:`SearchParams` for ``tenant``, filling defaults and enforcing limits."""
+def check_limits(body: SearchRequest, settings: Settings) -> None:
+    """Refuse a request that breaks a configured limit. It needs the settings only, so the CLI
+    runs it before any model loads; :func:`resolve` runs it again."""
     top_k = body.top_k or settings.top_k
     if top_k > settings.max_top_k:
         raise InvalidRequest(f"top_k must be between 1 and {settings.max_top_k}, got {top_k}")
@@ -30,31 +41,69 @@ def search_params(
         raise InvalidRequest(
             f"query is {len(body.query)} characters; the limit is {settings.max_query_chars}"
         )
+    _filters(body)
+
+
+def _filters(body: SearchRequest) -> tuple[FieldFilter, ...]:
     try:
-        filters = to_field_filters(body.filters)
+        return to_field_filters(body.filters)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    configured = settings.reranker != "none"
-    if body.rerank and not configured:
-        raise InvalidRequest("rerank requested but no reranker is configured")
-    return SearchParams(
+
+
+def resolve(
+    body: SearchRequest,
+    pipeline: RagPipeline,
+    tenant: str = DEFAULT_TENANT,
+    *,
+    history: Sequence[Message] | None = None,
+    instructions: str | None = None,
+) -> tuple[SearchParams, QueryOptions]:
+    """A search or a question (a :class:`QueryRequest` adds ``generator`` and ``history``) →
+    what ``pipeline`` runs for ``tenant``, defaults filled in and limits enforced.
+
+    Args:
+        history: earlier chat turns when they come from elsewhere than the body (the chat
+            endpoint's messages); default: a :class:`QueryRequest`'s own.
+        instructions: the app's system prompt (the chat endpoint's system messages).
+
+    Raises:
+        InvalidRequest: a limit is broken.
+        NotConfigured: ``rerank: true`` and the pipeline has no reranker.
+    """
+    settings = pipeline.settings
+    check_limits(body, settings)
+    if body.rerank:
+        pipeline.require_reranker()  # refused now, before routing spends anything
+    params = SearchParams(
         query=body.query,
         collection=body.collection or settings.collection,
-        top_k=top_k,
+        top_k=body.top_k or settings.top_k,
         mode=body.mode or settings.search_mode,
         fusion=body.fusion or settings.fusion,
-        filters=filters,
+        filters=_filters(body),
         rrf_k=body.rrf_k,
         dense_weight=body.dense_weight,
         sparse_weight=body.sparse_weight,
-        rerank=configured if body.rerank is None else body.rerank,
+        # On by default when the pipeline has a reranker, however it got one.
+        rerank=pipeline.reranker is not None if body.rerank is None else body.rerank,
         multi_query=settings.multi_query if body.multi_query is None else body.multi_query,
         hyde=settings.hyde if body.hyde is None else body.hyde,
         tenant=tenant,
     )
+    asked = body if isinstance(body, QueryRequest) else None
+    if history is None:
+        history = [turn.model_dump() for turn in asked.history] if asked else []
+    options = QueryOptions(
+        route=_wants_route(body, settings),
+        generator=asked.generator if asked else None,
+        history=tuple(history),
+        instructions=instructions,
+    )
+    return params, options
 
 
-def wants_route(body: SearchRequest, settings: Settings) -> bool:
+def _wants_route(body: SearchRequest, settings: Settings) -> bool:
     """Route when asked to, or by default when routes exist and the request names no collection."""
     if body.route is not None:
         return body.route

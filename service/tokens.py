@@ -55,7 +55,7 @@ class HuggingFaceTokenCounter:
         self._tok = copy.deepcopy(tokenizer)
         self._lock = threading.Lock()
         self.margin = margin
-        self.name = name or getattr(tokenizer, "name_or_path", "tokenizer")
+        self.name: str = name or str(getattr(tokenizer, "name_or_path", "tokenizer"))
 
     def _encode(self, text: str, **kwargs: bool) -> dict:
         with self._lock:

@@ -16,6 +16,7 @@ from support.serve import free_port, serving
 
 from ingest.build import build_ingestor
 from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.auth import KeyStore
@@ -204,7 +205,7 @@ def test_serve_insecure_and_loopback_need_no_key(tmp_path: Path) -> None:
 
 
 # collections ---------------------------------------------------------------------------------
-def test_collections_list_and_drop(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_collections_list_and_drop(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
     data = tmp_path / "data"
     settings = Settings(data_dir=data)
     index = EdgeIndex(data)

@@ -1,11 +1,13 @@
 """The real FastAPI app over a real Edge shard and the real model, through HTTP (TestClient)."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.api.app import create_app
@@ -34,14 +36,18 @@ DOCS = [
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def client(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
+) -> Iterator[TestClient]:
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("api"),
         collection="kb",
         max_top_k=20,
         max_body_bytes=200_000,
     )
-    pipeline = RagPipeline(settings, EdgeIndex(settings.data_dir), embedder)
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(settings.data_dir), embedder=embedder
+    )
     with TestClient(create_app(pipeline)) as test_client:
         response = test_client.post("/v1/ingest?wait=true", json={"documents": DOCS})
         assert response.status_code == 200, response.text
@@ -156,9 +162,11 @@ def test_health_readiness_collections_and_docs(client: TestClient) -> None:
     assert "/v1/search" in client.get("/openapi.json").json()["paths"]
 
 
-def test_model_mismatch_is_409(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_model_mismatch_is_409(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
     settings = Settings(data_dir=tmp_path)
-    pipeline = RagPipeline(settings, EdgeIndex(settings.data_dir), embedder)
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(settings.data_dir), embedder=embedder
+    )
     pipeline.ingest([Document("a", "text")], "c")
     embedder_name = embedder.name
     try:

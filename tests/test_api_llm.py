@@ -11,9 +11,9 @@ from typing import Any
 import openai
 import pytest
 from fastapi.testclient import TestClient
-from httpx_sse import connect_sse
 from support.fake_llm import FakeLLM
 from support.llm_support import llm_pipeline, served
+from support.sse import connect_sse
 
 from ingest.embedding import Embedder
 from service.api.app import create_app

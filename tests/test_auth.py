@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.api.app import auth_enabled, create_app
@@ -44,7 +46,9 @@ def test_keys_are_stored_hashed_and_revocable(tmp_path: Path) -> None:
         ("a", {"read"}, "x"),
     ],
 )
-def test_bad_key_requests_are_refused(tmp_path: Path, tenant, scopes, rate) -> None:  # type: ignore[no-untyped-def]
+def test_bad_key_requests_are_refused(
+    tmp_path: Path, tenant: str, scopes: set[str], rate: str | None
+) -> None:
     with pytest.raises(ValueError):
         KeyStore(tmp_path / "k.sqlite").create(tenant, scopes, rate_limit=rate)
 
@@ -67,11 +71,15 @@ def test_auth_is_on_beyond_loopback(host: str, auth: str, on: bool) -> None:
 
 
 @pytest.fixture
-def secured(tmp_path: Path, embedder) -> Iterator[tuple[TestClient, KeyStore]]:  # type: ignore[no-untyped-def]
+def secured(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> Iterator[tuple[TestClient, KeyStore]]:
     settings = Settings(data_dir=tmp_path / "data", collection="kb", ingest_queue_size=2)
     store = KeyStore(tmp_path / "keys.sqlite")
     auth = Authenticator(store, enabled=True, default_rate="1000/minute")
-    pipeline = RagPipeline(settings, EdgeIndex(settings.data_dir), embedder)
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(settings.data_dir), embedder=embedder
+    )
     with TestClient(create_app(pipeline, authenticator=auth)) as client:
         yield client, store
 
@@ -80,7 +88,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_401_403_and_scopes(secured) -> None:  # type: ignore[no-untyped-def]
+def test_401_403_and_scopes(secured: tuple[TestClient, KeyStore]) -> None:
     client, store = secured
     writer, _ = store.create("acme", {"ingest"})
     reader, _ = store.create("acme", {"read"})
@@ -123,7 +131,7 @@ def test_401_403_and_scopes(secured) -> None:  # type: ignore[no-untyped-def]
     assert client.post("/v1/search", json=search, headers=bearer(reader)).status_code == 401
 
 
-def test_openai_route_takes_the_key_as_bearer_token(secured) -> None:  # type: ignore[no-untyped-def]
+def test_openai_route_takes_the_key_as_bearer_token(secured: tuple[TestClient, KeyStore]) -> None:
     client, store = secured
     writer, _ = store.create("acme", {"ingest", "read"})
     client.post("/v1/ingest?wait=true", json={"documents": [DOC]}, headers=bearer(writer))
@@ -134,13 +142,17 @@ def test_openai_route_takes_the_key_as_bearer_token(secured) -> None:  # type: i
     assert client.get("/v1/models", headers=bearer(writer)).status_code == 200
 
 
-def test_rate_limit_is_per_key_with_retry_after(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_is_per_key_with_retry_after(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     store = KeyStore(tmp_path / "keys.sqlite")
     auth = Authenticator(store, enabled=True, default_rate="3/minute")
     slow, _ = store.create("a", {"read"})
     own, _ = store.create("b", {"read"}, rate_limit="5/minute")
-    pipeline = RagPipeline(settings, EdgeIndex(settings.data_dir), embedder)
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(settings.data_dir), embedder=embedder
+    )
     with TestClient(create_app(pipeline, authenticator=auth)) as client:
         codes = [client.get("/v1/collections", headers=bearer(slow)) for _ in range(4)]
         assert [r.status_code for r in codes] == [200, 200, 200, 429]
@@ -152,11 +164,14 @@ def test_rate_limit_is_per_key_with_retry_after(tmp_path: Path, embedder) -> Non
         assert other == [200] * 5 + [429]
 
 
-def test_full_write_queue_answers_503_and_health_stays_up(secured) -> None:  # type: ignore[no-untyped-def]
+def test_full_write_queue_answers_503_and_health_stays_up(
+    secured: tuple[TestClient, KeyStore],
+) -> None:
     client, store = secured
     writer, _ = store.create("acme", {"ingest", "read"})
     client.post("/v1/ingest?wait=true", json={"documents": [DOC]}, headers=bearer(writer))
-    queue = client.app.state.write_queue  # type: ignore[attr-defined]
+    assert isinstance(client.app, FastAPI)
+    queue = client.app.state.write_queue
     release = threading.Event()
     held = [queue.submit(release.wait) for _ in range(queue.capacity)]
     delete = {"collection": "kb", "doc_ids": [DOC["id"]]}
@@ -179,9 +194,13 @@ def test_full_write_queue_answers_503_and_health_stays_up(secured) -> None:  # t
     assert client.post("/v1/delete", json=delete, headers=bearer(writer)).json()["deleted"] == 1
 
 
-def test_chunked_body_over_the_limit_is_413(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_chunked_body_over_the_limit_is_413(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     settings = Settings(data_dir=tmp_path / "data", max_body_bytes=1000)
-    pipeline = RagPipeline(settings, EdgeIndex(settings.data_dir), embedder)
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(settings.data_dir), embedder=embedder
+    )
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the size is only known while reading
         yield b'{"documents": [{"id": "a", "text": "'

@@ -12,7 +12,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 from scipy.stats import spearmanr
 
-from ingest.index import IndexPoint, Manifest, SearchQuery
+from ingest.index import IndexPoint, Manifest, SearchQuery, VectorIndex
 from ingest.sparse import Bm25Encoder, Bm25Params, measure_avg_len
 
 # Words that survive the English tokenizer unchanged: no stopwords, already stemmed.
@@ -32,13 +32,17 @@ QUERIES = ["bm25 search", "qdrant engine", "dense sparse fusion", "rust", "vecto
 
 
 class LuceneIdfBM25(BM25Okapi):
-    def _calc_idf(self, nd):  # type: ignore[no-untyped-def]
+    def _calc_idf(self, nd: dict[str, int]) -> None:  # document frequency of each word
         for word, freq in nd.items():
             self.idf[word] = math.log(1 + (self.corpus_size - freq + 0.5) / (freq + 0.5))
 
 
+Bm25Collection = tuple[VectorIndex, Bm25Encoder, list[list[str]]]
+"""An index with the collection "bm25" of CORPUS, its encoder, and the corpus' tokens."""
+
+
 @pytest.fixture
-def bm25_collection(index):  # type: ignore[no-untyped-def]
+def bm25_collection(index: VectorIndex) -> Bm25Collection:
     tokens = [doc.split() for doc in CORPUS]
     avg_len = sum(map(len, tokens)) / len(tokens)
     assert measure_avg_len(CORPUS) == pytest.approx(avg_len)
@@ -59,7 +63,7 @@ def bm25_collection(index):  # type: ignore[no-untyped-def]
     return index, encoder, tokens
 
 
-def _qdrant_scores(index, encoder, query: str) -> dict[int, float]:  # type: ignore[no-untyped-def]
+def _qdrant_scores(index: VectorIndex, encoder: Bm25Encoder, query: str) -> dict[int, float]:
     hits = index.search(
         "bm25",
         SearchQuery(
@@ -70,7 +74,7 @@ def _qdrant_scores(index, encoder, query: str) -> dict[int, float]:  # type: ign
 
 
 @pytest.mark.parametrize("query", QUERIES)
-def test_scores_match_bm25_with_lucene_idf(bm25_collection, query: str) -> None:  # type: ignore[no-untyped-def]
+def test_scores_match_bm25_with_lucene_idf(bm25_collection: Bm25Collection, query: str) -> None:
     index, encoder, tokens = bm25_collection
     oracle = LuceneIdfBM25(tokens, k1=1.2, b=0.75).get_scores(query.split())
     got = _qdrant_scores(index, encoder, query)
@@ -79,7 +83,7 @@ def test_scores_match_bm25_with_lucene_idf(bm25_collection, query: str) -> None:
 
 
 @pytest.mark.parametrize("query", QUERIES)
-def test_ranking_agrees_with_bm25okapi(bm25_collection, query: str) -> None:  # type: ignore[no-untyped-def]
+def test_ranking_agrees_with_bm25okapi(bm25_collection: Bm25Collection, query: str) -> None:
     index, encoder, tokens = bm25_collection
     oracle = BM25Okapi(tokens, k1=1.2, b=0.75).get_scores(query.split())
     got = _qdrant_scores(index, encoder, query)

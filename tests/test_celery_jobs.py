@@ -24,6 +24,7 @@ from support.cli_runner import REPO
 from support.jobs import chunk_set, clean_chunk_set, corpus
 from support.redis_server import redis_server
 
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.index.server import ServerIndex
 from ingest.settings import Settings
@@ -47,7 +48,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def test_api_jobs_run_on_a_celery_worker(redis_url: str, tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_api_jobs_run_on_a_celery_worker(
+    redis_url: str, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", broker_url=redis_url, collection="kb", job_batch_docs=3
     )
@@ -104,7 +107,7 @@ def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
 def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(
     redis_url: str,
     tmp_path: Path,
-    embedder,  # type: ignore[no-untyped-def]
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     data_dir = tmp_path / "fleet"
     settings = Settings(

@@ -7,6 +7,7 @@ record what :class:`ServerIndex` asks of the client (a spy around a real local-m
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,20 +38,20 @@ MANIFEST = Manifest("test-model", 4, Bm25Params(), "test")
 
 
 class RecordingClient:
-    """A real QdrantClient that records the name, positional and keyword arguments of each call."""
+    """A real QdrantClient whose public methods record the name, positional and keyword arguments
+    of each call (each wrapped on the instance; QdrantClient's methods do not call each other)."""
 
     def __init__(self, client: QdrantClient) -> None:
-        self._client = client
+        self.client = client
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        for name in dir(QdrantClient):
+            if not name.startswith("_") and inspect.isfunction(getattr(QdrantClient, name)):
+                setattr(client, name, self._recorder(name, getattr(client, name)))
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
+    def _recorder(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def record(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, args, kwargs))
-            return attr(*args, **kwargs)
+            return method(*args, **kwargs)
 
         return record
 
@@ -67,7 +68,7 @@ def spy() -> RecordingClient:
 
 
 def _server(spy: RecordingClient, cluster: ClusterParams | None = None) -> ServerIndex:
-    return ServerIndex(spy, cluster)  # type: ignore[arg-type]
+    return ServerIndex(spy.client, cluster)
 
 
 def _points(n: int) -> list[IndexPoint]:
@@ -172,7 +173,7 @@ def test_bulk_load_sets_m_0_while_loading_and_restores_the_previous_m(
 
 def _with_m(spy: RecordingClient, m: int) -> Callable[..., Any]:
     """``get_collection`` answering an HNSW ``m`` (local mode always answers 16)."""
-    real = spy._client.get_collection
+    real = spy.client.get_collection
 
     def get_collection(name: str) -> Any:
         info = real(name)
@@ -190,7 +191,7 @@ def test_bulk_load_restores_even_when_the_load_fails(
 ) -> None:
     index = _server(spy)
     index.create_collection("c", MANIFEST)
-    monkeypatch.setattr(spy._client, "get_collection", _with_m(spy, before))
+    monkeypatch.setattr(spy.client, "get_collection", _with_m(spy, before))
     with pytest.raises(RuntimeError, match="boom"), index.bulk_load("c"):
         raise RuntimeError("boom")
     # m=0 found before the load (an earlier one died mid-way) restores Qdrant's default, not 0

@@ -14,6 +14,7 @@ from support.cli_runner import grounded
 from ingest.build import build_ingestor
 from ingest.doctor import examine, repair
 from ingest.documents import Document, point_id
+from ingest.embedding import Embedder, SentenceTransformerEmbedder
 from ingest.index import EdgeIndex, FieldFilter, IndexPoint, SearchQuery, VectorIndex
 from ingest.settings import Settings
 from ingest.sparse import Bm25Encoder
@@ -40,7 +41,7 @@ def _nested(levels: int) -> dict[str, Any]:
     return metadata
 
 
-def _ingest_healthy(index: VectorIndex, embedder: Any, tmp_path: Path) -> int:
+def _ingest_healthy(index: VectorIndex, embedder: Embedder, tmp_path: Path) -> int:
     settings = Settings(data_dir=tmp_path / "unused", chunk_size=48, chunk_overlap=8)
     report = build_ingestor(settings, index, embedder, "kb").ingest(HEALTHY)
     assert report.added == 2 and report.chunks_written > 2  # "glaciers" has several chunks
@@ -48,7 +49,12 @@ def _ingest_healthy(index: VectorIndex, embedder: Any, tmp_path: Path) -> int:
 
 
 def _point(
-    index: VectorIndex, embedder: Any, doc_id: str, chunk: int = 0, count: int = 1, **changes: Any
+    index: VectorIndex,
+    embedder: Embedder,
+    doc_id: str,
+    chunk: int = 0,
+    count: int = 1,
+    **changes: Any,
 ) -> IndexPoint:
     """A chunk the way grounded writes it, with ``changes`` (a value of None drops the field)."""
     manifest = index.manifest("kb")
@@ -74,7 +80,7 @@ def _point(
     return IndexPoint(point_id(doc_id, chunk), embedder.embed_query(text), sparse, payload)
 
 
-def _search(index: VectorIndex, embedder: Any, query: str, *filters: FieldFilter) -> list[Any]:
+def _search(index: VectorIndex, embedder: Embedder, query: str, *filters: FieldFilter) -> list[Any]:
     manifest = index.manifest("kb")
     assert manifest is not None
     sparse = Bm25Encoder(manifest.bm25).embed_query(query)
@@ -84,14 +90,14 @@ def _search(index: VectorIndex, embedder: Any, query: str, *filters: FieldFilter
     return [(hit.id, hit.payload) for hit in index.search("kb", request)]
 
 
-def _healthy_hits(index: VectorIndex, embedder: Any) -> list[Any]:
+def _healthy_hits(index: VectorIndex, embedder: Embedder) -> list[Any]:
     only_healthy = FieldFilter("doc_id", any=tuple(d.id for d in HEALTHY))
     return _search(index, embedder, QUERY, only_healthy)
 
 
-def _break(index: VectorIndex, embedder: Any) -> dict[str, Any]:
+def _break(index: VectorIndex, embedder: Embedder) -> dict[str, Any]:
     """Write one point per kind of problem the doctor knows; returns their ids."""
-    bad = {
+    bad: dict[str, IndexPoint | list[IndexPoint]] = {
         # Past grounded's depth limit (8) but within what both engines store and return.
         "nested": _point(index, embedder, "nested", metadata=_nested(20)),
         "no_hash": _point(index, embedder, "no-hash", doc_hash=None),
@@ -108,7 +114,9 @@ def _break(index: VectorIndex, embedder: Any) -> dict[str, Any]:
     }
 
 
-def test_examine_and_repair_every_kind_of_problem(index, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_examine_and_repair_every_kind_of_problem(
+    index: VectorIndex, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
     chunks = _ingest_healthy(index, embedder, tmp_path)
     healthy = examine(index, "kb")
     assert healthy.healthy and healthy.points == chunks and healthy.to_dict()["healthy"]
@@ -141,7 +149,9 @@ def test_examine_and_repair_every_kind_of_problem(index, embedder, tmp_path: Pat
     assert _healthy_hits(index, embedder) == before
 
 
-def test_metadata_past_the_engine_limit(index, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_metadata_past_the_engine_limit(
+    index: VectorIndex, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
     """130 levels: Qdrant Edge stores the point but cannot decode its payload again, so every
     search that reaches it fails; qdrant-client's local mode returns it (the depth check then
     calls it malformed). Either way the doctor must remove it."""
@@ -166,7 +176,7 @@ def test_metadata_past_the_engine_limit(index, embedder, tmp_path: Path) -> None
 
 
 # the command ---------------------------------------------------------------------------------
-def _broken_data_dir(data: Path, embedder: Any, tmp_path: Path, deep: bool) -> dict[str, Any]:
+def _broken_data_dir(data: Path, embedder: Embedder, tmp_path: Path, deep: bool) -> dict[str, Any]:
     index = EdgeIndex(data)
     try:
         _ingest_healthy(index, embedder, tmp_path)
@@ -179,7 +189,9 @@ def _broken_data_dir(data: Path, embedder: Any, tmp_path: Path, deep: bool) -> d
         index.close()
 
 
-def test_grounded_doctor_reports_fixes_and_then_passes(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_grounded_doctor_reports_fixes_and_then_passes(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     data = tmp_path / "data"
     ids = _broken_data_dir(data, embedder, tmp_path, deep=False)
 
@@ -197,7 +209,9 @@ def test_grounded_doctor_reports_fixes_and_then_passes(tmp_path: Path, embedder)
     assert "kb: " in after.stdout and "healthy" in after.stdout and "problems" not in after.stdout
 
 
-def test_grounded_doctor_fixes_an_unreadable_point(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_grounded_doctor_fixes_an_unreadable_point(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     data = tmp_path / "data"
     ids = _broken_data_dir(data, embedder, tmp_path, deep=True)
     found = grounded("doctor", "--data-dir", str(data), data_dir=data, check_rc=1)
@@ -208,7 +222,9 @@ def test_grounded_doctor_fixes_an_unreadable_point(tmp_path: Path, embedder) -> 
     grounded("doctor", "--data-dir", str(data), data_dir=data)
 
 
-def test_grounded_doctor_explains_a_shard_it_cannot_load(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_grounded_doctor_explains_a_shard_it_cannot_load(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     data = tmp_path / "data"
     index = EdgeIndex(data)
     try:

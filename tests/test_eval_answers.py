@@ -19,6 +19,7 @@ from eval.answers import (
 )
 from eval.hallucination import HallucinationDetector
 from eval.retrieval import index_corpus
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.pipeline import RagPipeline
@@ -68,9 +69,11 @@ def test_xquad_suite_loads() -> None:
     assert _check_suite(XQUAD) == (240, 1190)
 
 
-def test_answers_through_the_pipeline(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_answers_through_the_pipeline(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     settings = Settings(data_dir=tmp_path)
-    pipeline = RagPipeline(settings, EdgeIndex(tmp_path), embedder)
+    pipeline = RagPipeline.from_settings(settings, index=EdgeIndex(tmp_path), embedder=embedder)
     try:
         suite = load_answer_suite(FIXTURE)
         collection, _ = index_corpus(pipeline, suite.name, FIXTURE, suite.corpus)

@@ -12,6 +12,7 @@ from eval.datasets import load_beir
 from eval.detector import best_threshold, is_held_out, load_halueval_qa, validate_detector
 from eval.hallucination import HallucinationDetector
 from eval.ladder import run_ladder, write_ladder_report
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.pipeline import RagPipeline
@@ -23,7 +24,7 @@ CONTEXT = (
 
 
 @pytest.fixture(scope="module")
-def detector(embedder) -> HallucinationDetector:  # type: ignore[no-untyped-def]
+def detector(embedder: SentenceTransformerEmbedder) -> HallucinationDetector:
     return HallucinationDetector(embedder)
 
 
@@ -74,9 +75,13 @@ def test_detector_validation_on_halueval(detector: HallucinationDetector) -> Non
     _check_validation(detector, HALUEVAL_QA, limit=300)
 
 
-def test_ladder_writes_table_chart_and_html(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_ladder_writes_table_chart_and_html(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     settings = Settings(data_dir=tmp_path / "data")
-    pipeline = RagPipeline(settings, EdgeIndex(settings.data_dir), embedder)
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(settings.data_dir), embedder=embedder
+    )
     try:
         rows = run_ladder(pipeline, load_beir(FIXTURES / "mini_beir"), chunk_sizes=[64])
     finally:

@@ -10,6 +10,7 @@ from support.cli_runner import grounded
 from eval.datasets import DatasetError, load_beir
 from eval.metrics import ranking_metrics
 from eval.retrieval import evaluate_retrieval, prepare_index
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.pipeline import RagPipeline
@@ -44,9 +45,11 @@ def test_dataset_errors(tmp_path: Path) -> None:
         load_beir(tmp_path)
 
 
-def test_eval_on_fixture_and_cached_index(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_eval_on_fixture_and_cached_index(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     settings = Settings(data_dir=tmp_path)
-    pipeline = RagPipeline(settings, EdgeIndex(tmp_path), embedder)
+    pipeline = RagPipeline.from_settings(settings, index=EdgeIndex(tmp_path), embedder=embedder)
     try:
         data = load_beir(FIXTURE)
         collection, first = prepare_index(pipeline, data)

@@ -67,7 +67,9 @@ def test_replicas_share_one_rate_budget(redis_url: str) -> None:
     with pytest.raises(RateLimited) as spent:
         replicas[1].authorize(replicas[1].authenticate(f"Bearer {token}"), ("read",), "x")
     assert spent.value.retry_after >= 1
-    store.revoke(store.lookup(token).prefix)  # type: ignore[union-attr]
+    record = store.lookup(token)
+    assert record is not None
+    store.revoke(record.prefix)
     with pytest.raises(Unauthenticated):  # a revoke on one replica holds on the other
         replicas[0].authenticate(f"Bearer {token}")
 

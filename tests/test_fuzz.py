@@ -43,6 +43,7 @@ from schemathesis.specs.openapi.checks import (
 from support.hostile import BEYOND_INT64, COLLECTION_NAMES, tree
 
 from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.api.app import create_app
@@ -98,7 +99,7 @@ class Sandbox:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, embedder) -> Iterator[Sandbox]:  # type: ignore[no-untyped-def]
+def sandbox(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[Sandbox]:
     root = tmp_path / "fuzz"
     data_dir = root.joinpath(*(f"d{i}" for i in range(NESTING)), "data")
     outside = root / "outside"
@@ -106,7 +107,7 @@ def sandbox(tmp_path: Path, embedder) -> Iterator[Sandbox]:  # type: ignore[no-u
     settings_ = Settings(
         data_dir=data_dir, collection="kb", max_top_k=20, max_body_bytes=MAX_BODY_BYTES
     )
-    pipeline = RagPipeline(settings_, EdgeIndex(data_dir), embedder)
+    pipeline = RagPipeline.from_settings(settings_, index=EdgeIndex(data_dir), embedder=embedder)
     pipeline.ingest(DOCS, "kb")
     box = Sandbox(root, data_dir, outside)
     box.layout = box.outside_entries()

@@ -10,6 +10,7 @@ from support.llm_support import llm_pipeline
 
 from ingest.embedding import Embedder
 from service.citations import is_abstention, parse_answer
+from service.pipeline import QueryOptions
 from service.prompts import MESSAGE_OVERHEAD, NOT_FOUND, build_prompt
 from service.retrieval import RetrievedChunk, SearchParams
 from service.tokens import HuggingFaceTokenCounter
@@ -101,8 +102,10 @@ def test_llm_answer_citations_resolve_to_context_chunks(tmp_path: Path, embedder
         try:
             result = pipeline.query(
                 SearchParams("how fast do cats purr?", collection="kb", top_k=3),
-                instructions="Answer like a vet.",
-                history=[{"role": "user", "content": "hello"}],
+                QueryOptions(
+                    instructions="Answer like a vet.",
+                    history=[{"role": "user", "content": "hello"}],
+                ),
             )
         finally:
             pipeline.close()

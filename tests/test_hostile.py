@@ -32,6 +32,7 @@ from support.hostile import (
 )
 
 from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.api.app import create_app
@@ -82,15 +83,17 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[World]:  # type: ignore[no-untyped-def]
+def world(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
+) -> Iterator[World]:
     root = tmp_path_factory.mktemp("hostile")
     data_dir = root / "jail" / "data"
     outside = root / "outside"
     outside.mkdir()
     # Another deployment's data directory next to ours, with a collection to steal or destroy.
     sibling = root / "jail" / "sibling"
-    other = RagPipeline(
-        Settings(data_dir=sibling, collection="victim"), EdgeIndex(sibling), embedder
+    other = RagPipeline.from_settings(
+        Settings(data_dir=sibling, collection="victim"), index=EdgeIndex(sibling), embedder=embedder
     )
     other.ingest([Document("v1", "The victim's notes about lighthouses.")], "victim")
     other.close()
@@ -101,7 +104,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[World]
         max_documents_per_request=MAX_DOCUMENTS,
         max_document_bytes=MAX_DOCUMENT_BYTES,
     )
-    app = create_app(RagPipeline(settings, EdgeIndex(data_dir), embedder))
+    pipeline = RagPipeline.from_settings(settings, index=EdgeIndex(data_dir), embedder=embedder)
+    app = create_app(pipeline)
     with TestClient(app, raise_server_exceptions=False) as client:
         for collection in ("kb", PRIVATE):
             response = client.post(

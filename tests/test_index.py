@@ -1,8 +1,11 @@
 """The index protocol, run against both adapters (Qdrant Edge and qdrant-client local mode)."""
 
+from typing import Any
+
 import pytest
 
 from ingest.documents import point_id
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import (
     CollectionNotFound,
     FieldFilter,
@@ -10,6 +13,7 @@ from ingest.index import (
     IndexPoint,
     Manifest,
     SearchQuery,
+    VectorIndex,
 )
 from ingest.sparse import Bm25Encoder, Bm25Params
 
@@ -21,8 +25,12 @@ TEXTS = {
 }
 
 
+Filled = tuple[VectorIndex, SentenceTransformerEmbedder, Bm25Encoder]
+"""An index with the collection "c" of TEXTS, its embedder, and its BM25 encoder."""
+
+
 @pytest.fixture
-def filled(index, embedder):  # type: ignore[no-untyped-def]
+def filled(index: VectorIndex, embedder: SentenceTransformerEmbedder) -> Filled:
     bm25 = Bm25Encoder(Bm25Params(avg_len=8))
     index.create_collection("c", Manifest(embedder.name, embedder.dimension, bm25.params, "test"))
     vectors = embedder.embed_documents([t for t, _ in TEXTS.values()])
@@ -50,13 +58,15 @@ def filled(index, embedder):  # type: ignore[no-untyped-def]
     return index, embedder, bm25
 
 
-def query(embedder, bm25, text, **kw):  # type: ignore[no-untyped-def]
+def query(
+    embedder: SentenceTransformerEmbedder, bm25: Bm25Encoder, text: str, **kw: Any
+) -> SearchQuery:
     return SearchQuery(dense=embedder.embed_query(text), sparse=bm25.embed_query(text), **kw)
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
 @pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
-def test_every_mode_finds_the_obvious_document(filled, mode: str, fusion: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_mode_finds_the_obvious_document(filled: Filled, mode: str, fusion: str) -> None:
     index, embedder, bm25 = filled
     hits = index.search(
         "c", query(embedder, bm25, "purring cats", mode=mode, fusion=fusion, limit=2)
@@ -65,7 +75,7 @@ def test_every_mode_finds_the_obvious_document(filled, mode: str, fusion: str) -
     assert hits[0].id == point_id("cats", 0)
 
 
-def test_filters_equality_any_and_range(filled) -> None:  # type: ignore[no-untyped-def]
+def test_filters_equality_any_and_range(filled: Filled) -> None:
     index, embedder, bm25 = filled
 
     def ids(*filters: FieldFilter) -> set[str]:
@@ -94,7 +104,7 @@ def test_filters_equality_any_and_range(filled) -> None:  # type: ignore[no-unty
     assert {h.payload["doc_id"] for h in hybrid} == {"katze"}
 
 
-def test_states_sources_stale_and_delete(filled) -> None:  # type: ignore[no-untyped-def]
+def test_states_sources_stale_and_delete(filled: Filled) -> None:
     index, embedder, bm25 = filled
     states = index.document_states("c", ["cats", "missing"])
     assert set(states) == {"cats"} and states["cats"].is_current("h1")
@@ -129,9 +139,10 @@ def test_states_sources_stale_and_delete(filled) -> None:  # type: ignore[no-unt
     assert set(index.document_sources("c")) == {"rust", "katze"}
 
 
-def test_manifest_and_unknown_collection(filled) -> None:  # type: ignore[no-untyped-def]
+def test_manifest_and_unknown_collection(filled: Filled) -> None:
     index, embedder, _ = filled
     manifest = index.manifest("c")
+    assert manifest is not None
     assert manifest.model == embedder.name and manifest.dimension == 384
     assert index.list_collections() == ["c"]
     with pytest.raises(IncompatibleCollection, match="was built with embedding model"):

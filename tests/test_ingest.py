@@ -1,12 +1,15 @@
 """Ingest keeps a collection equal to the current chunks of the current documents."""
 
+import copy
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from ingest.build import build_ingestor
 from ingest.documents import Document
-from ingest.index import IncompatibleCollection
+from ingest.embedding import SentenceTransformerEmbedder
+from ingest.index import IncompatibleCollection, IndexPoint, Manifest, VectorIndex
 from ingest.loaders import Document as LoadedDocument
 from ingest.loaders import iter_documents, stale_documents
 from ingest.pipeline import Ingestor
@@ -24,13 +27,13 @@ def docs(n: int = 6) -> list[Document]:
     return out
 
 
-def chunk_ids(index, collection: str = "c") -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+def chunk_ids(index: VectorIndex, collection: str = "c") -> list[tuple[str, int]]:
     states = index.document_states(collection, list(index.document_sources(collection)))
     return sorted((doc_id, i) for doc_id, s in states.items() for i in s.chunk_indexes)
 
 
 @pytest.fixture
-def ingestor(index, embedder) -> Ingestor:  # type: ignore[no-untyped-def]
+def ingestor(index: VectorIndex, embedder: SentenceTransformerEmbedder) -> Ingestor:
     settings = Settings(chunk_size=64, chunk_overlap=8, ingest_batch_docs=3)
     return build_ingestor(settings, index, embedder, "c")
 
@@ -61,48 +64,53 @@ def test_changed_document_replaces_only_its_chunks(ingestor: Ingestor) -> None:
     assert ingestor.index.count("c") == len(after)
 
 
-def test_delete_and_model_check(ingestor: Ingestor, index, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_delete_and_model_check(
+    ingestor: Ingestor, index: VectorIndex, embedder: SentenceTransformerEmbedder
+) -> None:
     ingestor.ingest(docs())
     assert ingestor.delete(["doc1", "nope"]) == 1
     assert "doc1" not in ingestor.document_sources()
     other = Settings(chunk_size=64, chunk_overlap=8)
     clash = build_ingestor(other, index, embedder, "c")
-    clash.embedder = type(
-        "Fake768", (), {"name": "other-model", "dimension": 768, "max_tokens": 256}
-    )()  # type: ignore[assignment]
+    clash.embedder = other_model = copy.copy(embedder)
+    other_model.name, other_model.dimension = "other-model", 768
     with pytest.raises(IncompatibleCollection):
         clash.ingest(docs(1))
 
 
-class CrashingIndex:
-    """Delegates to a real index but dies after ``upserts`` upsert calls (a crash mid-ingest)."""
+def crash_after(monkeypatch: pytest.MonkeyPatch, index: VectorIndex, upserts: int) -> None:
+    """The index dies after ``upserts`` upsert calls (a crash mid-ingest)."""
+    left = upserts
+    upsert, delete_stale_chunks = index.upsert, index.delete_stale_chunks
 
-    def __init__(self, inner, upserts: int) -> None:  # type: ignore[no-untyped-def]
-        self.inner, self.left = inner, upserts
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self.inner, name)
-
-    def upsert(self, collection, points):  # type: ignore[no-untyped-def]
-        if self.left == 0:
+    def crashing_upsert(collection: str, points: Sequence[IndexPoint]) -> None:
+        nonlocal left
+        if left == 0:
             raise RuntimeError("simulated crash")
-        self.left -= 1
-        self.inner.upsert(collection, points)
+        left -= 1
+        upsert(collection, points)
 
-    def delete_stale_chunks(self, collection, current, tenant):  # type: ignore[no-untyped-def]
-        if self.left == 0:
+    def crashing_delete(collection: str, current: Mapping[str, str], tenant: str) -> None:
+        if left == 0:
             raise RuntimeError("simulated crash before stale chunks were deleted")
-        self.inner.delete_stale_chunks(collection, current, tenant)
+        delete_stale_chunks(collection, current, tenant)
+
+    monkeypatch.setattr(index, "upsert", crashing_upsert)
+    monkeypatch.setattr(index, "delete_stale_chunks", crashing_delete)
 
 
-def test_crash_mid_ingest_resumes_without_duplicates(index, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_crash_mid_ingest_resumes_without_duplicates(
+    index: VectorIndex, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = Settings(chunk_size=64, chunk_overlap=8, ingest_batch_docs=2)
     build_ingestor(settings, index, embedder, "c").ingest(docs())
     # Version 2 of every document; the process dies after the first batch's upsert.
     v2 = [Document(d.id, d.text + " Revised.", title=d.title) for d in docs()]
-    crashing = build_ingestor(settings, CrashingIndex(index, upserts=1), embedder, "c")  # type: ignore[arg-type]
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        crashing.ingest(v2)
+    with monkeypatch.context() as crashing_index:
+        crash_after(crashing_index, index, upserts=1)
+        crashing = build_ingestor(settings, index, embedder, "c")
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            crashing.ingest(v2)
     # Re-run converges: every document current, exactly its chunks, nothing stale.
     report = build_ingestor(settings, index, embedder, "c").ingest(v2)
     assert report.unchanged + report.updated == len(v2)
@@ -112,7 +120,9 @@ def test_crash_mid_ingest_resumes_without_duplicates(index, embedder) -> None:  
     assert index.count("c") == sum(s.points for s in states.values())
 
 
-def test_prune_removes_documents_whose_files_left(tmp_path: Path, index, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_prune_removes_documents_whose_files_left(
+    tmp_path: Path, index: VectorIndex, embedder: SentenceTransformerEmbedder
+) -> None:
     root = tmp_path / "kb"
     root.mkdir()
     for name in ("a", "b", "c"):
@@ -132,7 +142,9 @@ def test_prune_removes_documents_whose_files_left(tmp_path: Path, index, embedde
     assert set(ingestor.document_sources()) == {"kb/a.md", "kb/c.md"}
 
 
-def test_chunk_size_change_rechunks(index, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_chunk_size_change_rechunks(
+    index: VectorIndex, embedder: SentenceTransformerEmbedder
+) -> None:
     build_ingestor(Settings(chunk_size=256, chunk_overlap=32), index, embedder, "c").ingest(docs())
     report = build_ingestor(Settings(chunk_size=64, chunk_overlap=8), index, embedder, "c").ingest(
         docs()
@@ -140,29 +152,33 @@ def test_chunk_size_change_rechunks(index, embedder) -> None:  # type: ignore[no
     assert report.updated == 7
 
 
-def test_a_collection_another_worker_created_first_is_used(index, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_a_collection_another_worker_created_first_is_used(
+    index: VectorIndex, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two workers of a fleet ingest into a new collection at once: the one that loses the race
     to create it writes into the winner's collection instead of failing."""
     settings = Settings(chunk_size=64, chunk_overlap=8)
     rival = build_ingestor(settings, index, embedder, "c")
     real_create = index.create_collection
 
-    def lose_the_race(name, manifest):  # type: ignore[no-untyped-def]
+    def lose_the_race(name: str, manifest: Manifest) -> None:
         real_create(name, manifest)  # the other worker's create lands first ...
         raise RuntimeError("collection already exists")  # ... and ours is refused
 
-    index.create_collection = lose_the_race
-    report = build_ingestor(settings, index, embedder, "c").ingest(docs(2))
+    with monkeypatch.context() as racing:
+        racing.setattr(index, "create_collection", lose_the_race)
+        report = build_ingestor(settings, index, embedder, "c").ingest(docs(2))
     assert report.added == 3 and chunk_ids(index)
-    index.create_collection = real_create
     again = rival.ingest(docs(2))
     assert again.unchanged == 3  # one collection, one copy of each chunk
 
 
-def test_a_failed_create_that_left_no_collection_is_raised(index, embedder) -> None:  # type: ignore[no-untyped-def]
-    def refuse(name, manifest):  # type: ignore[no-untyped-def]
+def test_a_failed_create_that_left_no_collection_is_raised(
+    index: VectorIndex, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(name: str, manifest: Manifest) -> None:
         raise RuntimeError("qdrant refused")
 
-    index.create_collection = refuse
+    monkeypatch.setattr(index, "create_collection", refuse)
     with pytest.raises(RuntimeError, match="qdrant refused"):
         build_ingestor(Settings(), index, embedder, "c").ingest(docs(1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from support.redis_server import redis_server
 
 from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.pipeline import IngestReport
 from ingest.settings import Settings
@@ -124,6 +125,11 @@ def test_store_lists_newest_first_per_tenant(store: JobStore) -> None:
     assert [j.id for j in store.recent(None, 2)] == [made[2].id, made[1].id]
 
 
+def _one_added(batch: int) -> Callable[[Job], Job]:
+    """Records ``batch`` as one document added."""
+    return lambda job: job.record(batch, BatchOutcome(documents=1, added=1))
+
+
 def test_store_updates_are_atomic(store: JobStore) -> None:
     """Eight threads recording 40 batches at once lose none of them."""
     job = Job.new("kb", "default", documents=40, batches=40)
@@ -131,7 +137,7 @@ def test_store_updates_are_atomic(store: JobStore) -> None:
 
     def record(batches: range) -> None:
         for b in batches:
-            store.update(job.id, lambda j, b=b: j.record(b, BatchOutcome(documents=1, added=1)))
+            store.update(job.id, _one_added(b))
 
     threads = [threading.Thread(target=record, args=(range(i, 40, 8),)) for i in range(8)]
     for t in threads:
@@ -163,15 +169,15 @@ class ScriptedIngest:
         self.calls: list[list[str]] = []
         self.tenants: set[str] = set()
 
-    def __call__(self, batch: list[Document], collection: str, *, tenant: str) -> IngestReport:
-        self.calls.append([d.id for d in batch])
+    def __call__(self, documents: list[Document], collection: str, *, tenant: str) -> IngestReport:
+        self.calls.append([d.id for d in documents])
         self.tenants.add(tenant)
         if self.flaky:
             self.flaky -= 1
             raise ConnectionError("qdrant went away")
-        if any(d.id.startswith("bad") for d in batch):
+        if any(d.id.startswith("bad") for d in documents):
             raise ValueError("cannot parse this one")
-        return IngestReport(added=len(batch), chunks_written=2 * len(batch))
+        return IngestReport(added=len(documents), chunks_written=2 * len(documents))
 
 
 def _service(store: JobStore, ingest: ScriptedIngest, batch_docs: int = 2) -> JobService:
@@ -262,7 +268,7 @@ def test_a_cancelled_job_runs_no_more_batches(tmp_path: Path) -> None:
 
 # through the API, on the real model and an Edge shard ------------------------------------------
 @pytest.fixture
-def api(tmp_path: Path, embedder) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def api(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path / "data", collection="kb", job_batch_docs=4)
     pipeline = RagPipeline.from_settings(
         settings, index=EdgeIndex(settings.data_dir), embedder=embedder

@@ -11,6 +11,7 @@ import pytest
 from support.jobs import chunk_set, clean_chunk_set, corpus
 from support.serve import serving
 
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 
@@ -21,7 +22,9 @@ def _job(url: str, job_id: str) -> dict:
     return httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
 
 
-def test_serve_killed_mid_job_finishes_it_after_restart(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_serve_killed_mid_job_finishes_it_after_restart(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     data = tmp_path / "data"
     env = {"GROUNDED_JOB_BATCH_DOCS": "4", "GROUNDED_COLLECTION": "kb"}
     docs = corpus(48)

@@ -15,10 +15,10 @@ from typing import Any
 import openai
 import pytest
 from fastapi.testclient import TestClient
-from httpx_sse import connect_sse
 from support.cli_runner import grounded
 from support.llama import llama_server
 from support.llm_support import DOCS, llm_pipeline, served
+from support.sse import connect_sse
 
 from ingest.embedding import Embedder
 from service.api.app import create_app

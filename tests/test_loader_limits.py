@@ -18,6 +18,7 @@ from ingest.documents import Document
 from ingest.loaders import (
     LoadFailure,
     LoadLimits,
+    SourcePaths,
     iter_documents,
     stale_documents,
 )
@@ -79,7 +80,7 @@ def test_limits_refuse_nonsense() -> None:
     with pytest.raises(ValueError, match="max_document_bytes"):
         LoadLimits(max_document_bytes=0)
     with pytest.raises(ValueError, match="source_paths"):
-        LoadLimits(source_paths="server")  # type: ignore[arg-type]
+        LoadLimits(source_paths="server")  # type: ignore[arg-type]  # the value the type forbids
 
 
 # File size ---------------------------------------------------------------------------------------
@@ -345,13 +346,13 @@ def _second_run_after_changes(tmp_path: Path, root: Path) -> tuple[set[str], set
 
 
 @pytest.mark.parametrize("mode", ["relative", "absolute"])
-def test_prune_with_relative_or_absolute_sources(tmp_path: Path, mode: str) -> None:
+def test_prune_with_relative_or_absolute_sources(tmp_path: Path, mode: SourcePaths) -> None:
     root = _tree(tmp_path)
     (root / "gone.jsonl").write_text(_good("j2") + "\n")
     other = tmp_path / "kb2"  # shares a prefix with "kb": not under it
     other.mkdir()
     (other / "x.txt").write_text("Other root.")
-    limits = LoadLimits(source_paths=mode)  # type: ignore[arg-type]
+    limits = LoadLimits(source_paths=mode)
     stored, _, _ = _run([root, other], limits)
     stored["api-doc"] = "kb/pasted"  # from the API, not a file: under the root's name
     stored["api-other"] = "elsewhere/x"

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from ingest.build import build_ingestor
 from ingest.embedding import Embedder
 from ingest.index import EdgeIndex, Manifest, SearchQuery, VectorIndex
+from ingest.index.base import Mode
 from ingest.index.server import ServerIndex
 from ingest.loaders import Document as LoadedDocument
 from ingest.loaders import iter_documents
@@ -130,11 +131,12 @@ def test_migrated_points_and_searches_are_identical(
     assert manifest is not None
     bm25 = Bm25Encoder(manifest.bm25)
     for tenant in TENANTS:
-        for mode in ("dense", "sparse", "hybrid"):
+        modes: tuple[Mode, ...] = ("dense", "sparse", "hybrid")
+        for mode in modes:
             query = SearchQuery(
                 dense=embedder.embed_query(text),
                 sparse=bm25.embed_query(text),
-                mode=mode,  # type: ignore[arg-type]
+                mode=mode,
                 limit=5,
                 tenant=tenant,
             )
@@ -145,7 +147,7 @@ def test_migrated_points_and_searches_are_identical(
 
 # resuming -----------------------------------------------------------------------------------
 def test_an_interrupted_migration_resumes_where_it_stopped(
-    source: EdgeIndex, target: ServerIndex, checkpoint: Path
+    source: EdgeIndex, target: ServerIndex, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     total = source.count("kb")
     with pytest.raises(Interrupted):
@@ -161,7 +163,7 @@ def test_an_interrupted_migration_resumes_where_it_stopped(
         offsets.append(offset)
         return scroll(collection, offset, limit)
 
-    source.scroll_points = recording_scroll  # type: ignore[method-assign]
+    monkeypatch.setattr(source, "scroll_points", recording_scroll)
     report = migrate(source, target, "kb", checkpoint, batch_size=BATCH, verify_queries=4)
 
     assert offsets[0] == saved.next_offset is not None  # not from zero

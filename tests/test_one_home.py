@@ -2,6 +2,7 @@
 
 from eval.report import image, page, table, td, tr
 from ingest.documents import Chunk, chunk_context
+from ingest.embedding import SentenceTransformerEmbedder
 from service.prompts import block_label, format_block
 from service.retrieval import RetrievedChunk
 from service.sentences import sentence_spans, sentences
@@ -41,7 +42,9 @@ def test_sentences_are_the_spans_texts() -> None:
     assert "".join(sentences(text)) == text
 
 
-def test_detector_claims_come_from_the_shared_splitter(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_detector_claims_come_from_the_shared_splitter(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
     from eval.hallucination import HallucinationDetector
 
     answer = "It is in Delhi. It was founded in 1934.  ... "

@@ -8,6 +8,8 @@ import pytest
 
 from ingest.build import build_ingestor
 from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
+from ingest.index import VectorIndex
 from ingest.payload import (
     FIELDS,
     FILTERABLE_FIELDS,
@@ -31,7 +33,9 @@ DOC = Document(
 )
 
 
-def test_payload_written_by_the_ingestor_reads_back_into_the_same_chunk(index, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_payload_written_by_the_ingestor_reads_back_into_the_same_chunk(
+    index: VectorIndex, embedder: SentenceTransformerEmbedder
+) -> None:
     settings = Settings(chunk_size=48, chunk_overlap=8)
     ingestor = build_ingestor(settings, index, embedder, "kb", tenant="acme")
     ingestor.ingest([DOC])
@@ -66,10 +70,10 @@ def test_payload_written_by_the_ingestor_reads_back_into_the_same_chunk(index, e
     )
     assert result.chunks
     by_index = {s.chunk_index: asdict(s) for s in stored}
-    for chunk in result.chunks:
-        expected = by_index[chunk.chunk_index]
-        assert {k: v for k, v in asdict(chunk).items() if k in expected} == {
-            k: v for k, v in expected.items() if k in asdict(chunk)
+    for hit in result.chunks:
+        expected = by_index[hit.chunk_index]
+        assert {k: v for k, v in asdict(hit).items() if k in expected} == {
+            k: v for k, v in expected.items() if k in asdict(hit)
         }
 
 

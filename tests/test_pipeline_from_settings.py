@@ -14,7 +14,7 @@ from ingest.settings import Settings
 from service.fallback import FallbackGenerator
 from service.generation import Answer
 from service.llm import OpenAIChat
-from service.pipeline import QueryResult, RagPipeline, StreamReset
+from service.pipeline import QueryOptions, QueryResult, RagPipeline, StreamReset
 from service.retrieval import SearchParams
 from service.tokens import build_token_counter
 
@@ -27,10 +27,11 @@ def _settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 def _stream(pipeline: RagPipeline, **options: Any) -> tuple[list[str | StreamReset], QueryResult]:
-    _, items = pipeline.query_stream(QUESTION, **options)
-    *deltas, result = list(items)
-    assert isinstance(result, QueryResult)
-    return deltas, result  # type: ignore[return-value]
+    _, items = pipeline.query_stream(QUESTION, QueryOptions(**options))
+    *head, result = list(items)
+    deltas = [d for d in head if not isinstance(d, QueryResult)]
+    assert isinstance(result, QueryResult) and len(deltas) == len(head)  # one result, at the end
+    return deltas, result
 
 
 def test_ready_made_components_are_used(tmp_path: Path, embedder: Embedder) -> None:

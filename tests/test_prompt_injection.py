@@ -24,7 +24,7 @@ from ingest.settings import Settings
 from service.citations import neutralise_markers, parse_answer
 from service.generation import Answer, ExtractiveGenerator
 from service.llm import OpenAIChat
-from service.pipeline import RagPipeline
+from service.pipeline import QueryOptions, RagPipeline
 from service.prompts import (
     FENCE_REMINDER,
     MAX_LABEL_CHARS,
@@ -79,13 +79,11 @@ def pipeline(tmp_path: Path, embedder: Embedder, llm: FakeLLM) -> Iterator[RagPi
         llm_deadline=8.0,
         llm_backoff=0.05,
     )
-    pipe = RagPipeline(
-        settings,
-        EdgeIndex(settings.data_dir),
-        embedder,
-        llm=OpenAIChat.from_settings(settings),
-        counter=build_token_counter(settings, embedder),
+    # from the settings, as the service builds it: the OpenAI client and the token counter too
+    pipe = RagPipeline.from_settings(
+        settings, index=EdgeIndex(settings.data_dir), embedder=embedder
     )
+    assert isinstance(pipe.llm, OpenAIChat) and pipe.llm_generator is not None
     pipe.ingest(_corpus(), COLLECTION)
     yield pipe
     pipe.close()
@@ -308,7 +306,8 @@ def _check_extractive(answer: Answer) -> None:
 
 def test_extractive_answer_cites_only_what_grounded_wrote(pipeline: RagPipeline) -> None:
     result = pipeline.query(
-        SearchParams(QUESTION, collection=COLLECTION, top_k=10), generator="extractive"
+        SearchParams(QUESTION, collection=COLLECTION, top_k=10),
+        QueryOptions(generator="extractive"),
     )
     answer = result.answer
     assert answer.generator == "extractive"

@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.api.app import create_app
@@ -67,16 +68,17 @@ def test_cross_encoder_orders_by_its_own_scores(cross_encoder_path: Path) -> Non
 
 
 def test_pipeline_reranks_candidates_and_reports_cost(
-    tmp_path: Path, embedder, cross_encoder_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, cross_encoder_path: Path
+) -> None:
     settings = Settings(
         data_dir=tmp_path,
         reranker="cross-encoder",
         reranker_model=str(cross_encoder_path),
         rerank_candidates=10,
     )
-    reranker = CrossEncoderReranker(str(cross_encoder_path))
-    pipeline = RagPipeline(settings, EdgeIndex(tmp_path), embedder, reranker=reranker)
+    pipeline = RagPipeline.from_settings(settings, index=EdgeIndex(tmp_path), embedder=embedder)
+    reranker = pipeline.reranker  # built from the settings, as the service builds it
+    assert isinstance(reranker, CrossEncoderReranker)
     try:
         pipeline.ingest(DOCS, "c")
         plain = pipeline.search(SearchParams("topic 1 words", collection="c", top_k=10))
@@ -99,8 +101,12 @@ def test_pipeline_reranks_candidates_and_reports_cost(
         pipeline.close()
 
 
-def test_rerank_without_reranker_is_refused(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
-    pipeline = RagPipeline(Settings(data_dir=tmp_path), EdgeIndex(tmp_path), embedder)
+def test_rerank_without_reranker_is_refused(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    pipeline = RagPipeline.from_settings(
+        Settings(data_dir=tmp_path), index=EdgeIndex(tmp_path), embedder=embedder
+    )
     try:
         pipeline.ingest(DOCS[:2], "c")
         with pytest.raises(NotConfigured):
@@ -117,16 +123,16 @@ def test_rerank_without_reranker_is_refused(tmp_path: Path, embedder) -> None:  
 
 
 def test_ladder_measures_the_reranker_row_when_configured(
-    tmp_path: Path, embedder, cross_encoder_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, cross_encoder_path: Path
+) -> None:
     from eval.datasets import load_beir
     from eval.ladder import run_ladder
 
     settings = Settings(data_dir=tmp_path, reranker="cross-encoder", rerank_candidates=20)
-    pipeline = RagPipeline(
+    pipeline = RagPipeline.from_settings(
         settings,
-        EdgeIndex(tmp_path),
-        embedder,
+        index=EdgeIndex(tmp_path),
+        embedder=embedder,
         reranker=CrossEncoderReranker(str(cross_encoder_path)),
     )
     try:

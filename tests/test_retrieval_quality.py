@@ -12,16 +12,20 @@ from support.paths import SHARED
 
 from eval.datasets import load_beir
 from ingest.build import build_ingestor
+from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.retrieval import HybridRetriever, SearchParams
 
 
-def beir_subset(folder: Path, n_queries: int, n_distractors: int):  # type: ignore[no-untyped-def]
+def beir_subset(
+    folder: Path, n_queries: int, n_distractors: int
+) -> tuple[list[Document], dict[str, str], dict[str, set[str]]]:
     """The first ``n_queries`` judged queries, their relevant documents and some others."""
     data = load_beir(folder).limited(n_queries)
     qrels = {q: set(docs) for q, docs in data.qrels.items()}
-    relevant = set().union(*qrels.values())
+    relevant: set[str] = set().union(*qrels.values())
     others = [d for d in data.corpus if d.id not in relevant][:n_distractors]
     return [d for d in data.corpus if d.id in relevant] + others, data.queries, qrels
 
@@ -29,7 +33,9 @@ def beir_subset(folder: Path, n_queries: int, n_distractors: int):  # type: igno
 SCIFACT = SHARED / "scifact"
 
 
-def hit_rates(folder: Path, tmp_path: Path, embedder) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def hit_rates(
+    folder: Path, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> dict[str, float]:
     """Per mode, the share of queries with a relevant document in the top 10."""
     docs, queries, qrels = beir_subset(folder, n_queries=100, n_distractors=400)
     settings = Settings(data_dir=tmp_path)
@@ -51,7 +57,9 @@ def hit_rates(folder: Path, tmp_path: Path, embedder) -> dict[str, float]:  # ty
     return rates
 
 
-def test_hybrid_hits_a_relevant_document_for_most_fixture_queries(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_hybrid_hits_a_relevant_document_for_most_fixture_queries(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     rates = hit_rates(Path(__file__).parent / "fixtures" / "mini_beir", tmp_path, embedder)
     assert rates["hybrid"] >= 0.75, rates
     assert rates["hybrid"] >= min(rates["dense"], rates["sparse"]), rates
@@ -59,7 +67,9 @@ def test_hybrid_hits_a_relevant_document_for_most_fixture_queries(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SCIFACT.exists(), reason=f"SciFact is not at {SCIFACT}")
-def test_hybrid_hits_a_relevant_document_for_most_scifact_queries(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_hybrid_hits_a_relevant_document_for_most_scifact_queries(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     rates = hit_rates(SCIFACT, tmp_path, embedder)
     assert rates["hybrid"] >= 0.75, rates
     assert rates["hybrid"] >= min(rates["dense"], rates["sparse"]), rates

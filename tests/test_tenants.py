@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from qdrant_edge import KeywordIndexParams
 
 from ingest.documents import point_id
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex, SearchQuery, VectorIndex
 from ingest.index.base import TENANT, tenant_condition
+from ingest.index.server import ServerIndex
 from ingest.settings import Settings
 from service.api.app import create_app
 from service.auth import Authenticator, KeyStore
@@ -64,11 +66,13 @@ class MemoEmbedder:
 
     def __init__(self, inner: SentenceTransformerEmbedder) -> None:
         self.inner = inner
+        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
         self._queries: dict[str, np.ndarray] = {}
         self._docs: dict[str, np.ndarray] = {}
 
-    def __getattr__(self, name: str) -> Any:  # name, dimension, tokenizer, max_tokens ...
-        return getattr(self.inner, name)
+    @property
+    def tokenizer(self) -> Any:
+        return self.inner.tokenizer
 
     def embed_query(self, text: str) -> np.ndarray:
         if text not in self._queries:
@@ -176,14 +180,14 @@ def open_world(
     """The app over ``index`` with a read+ingest key per tenant and the corpus ingested through
     HTTP (only ``(tenant, collection)``'s part of it when given)."""
     index_calls: list[tuple[str, Any]] = []
-    if not isinstance(index, EdgeIndex):  # local mode keeps no schema: record what was asked
-        original_create = index.client.create_payload_index  # type: ignore[attr-defined]
+    if isinstance(index, ServerIndex):  # local mode keeps no schema: record what was asked
+        original_create = index.client.create_payload_index
 
         def create_payload_index(collection: str, name: str, schema: Any) -> Any:
             index_calls.append((name, schema))
             return original_create(collection, name, schema)
 
-        monkeypatch.setattr(index.client, "create_payload_index", create_payload_index)  # type: ignore[attr-defined]
+        monkeypatch.setattr(index.client, "create_payload_index", create_payload_index)
 
     searched: list[SearchQuery] = []
     original_search = index.search
@@ -197,7 +201,7 @@ def open_world(
     settings = Settings(data_dir=tmp_path / "data", collection="kb", max_top_k=MAX_TOP_K)
     store = KeyStore(tmp_path / "keys.sqlite")
     auth = Authenticator(store, enabled=True, default_rate="100000/minute")
-    pipeline = RagPipeline(settings, index, memo)  # type: ignore[arg-type]
+    pipeline = RagPipeline.from_settings(settings, index=index, embedder=memo)
     keys = {t: store.create(t, {"read", "ingest"}, name=f"{t} app")[0] for t in TENANTS}
     docs = make_corpus(random.Random(SEED))
     if only is not None:
@@ -233,8 +237,8 @@ def open_world(
         # The tenant field is a keyword index marked is_tenant, in every collection.
         if isinstance(index, EdgeIndex):
             for collection in collections:
-                schema = index._shard(collection).info().payload_schema
-                assert schema[TENANT].params.is_tenant is True
+                params = index._shard(collection).info().payload_schema[TENANT].params
+                assert isinstance(params, KeywordIndexParams) and params.is_tenant is True
         else:
             tenant_indexes = [s for name, s in index_calls if name == TENANT]
             assert len(tenant_indexes) == len(collections)
@@ -406,6 +410,7 @@ def run_workload(w: World, rng: random.Random, n: int) -> Tally:
     for _ in range(n):
         tenant = rng.choice(TENANTS)
         collection = rng.choice(SHARED) if rng.random() < 0.92 else PRIVATE
+        filters: dict[str, Any]
         if collection == PRIVATE and tenant != VAULT_OWNER:
             kind, filters = "other-only-collection", {}
         else:

@@ -15,6 +15,7 @@ from support.llm_support import llm_pipeline
 from ingest.embedding import Embedder
 from ingest.settings import Route
 from service.api.app import create_app
+from service.pipeline import QueryOptions
 from service.rerank import parse_ranking
 from service.retrieval import SearchParams
 from service.routing import NO_MATCHING_SOURCE, parse_route_reply
@@ -176,14 +177,14 @@ def test_llm_router_and_its_fallback(tmp_path: Path, embedder: Embedder) -> None
         pipeline = llm_pipeline(tmp_path, embedder, llm.url, routes=ROUTES, router="llm")
         try:
             result = pipeline.query(
-                SearchParams("how is text scored?", collection="kb"), route=True
+                SearchParams("how is text scored?", collection="kb"), QueryOptions(route=True)
             )
             assert result.route is not None and result.route.router == "llm"
             assert result.route.route is not None and result.route.route.name == "search-engines"
             assert result.route.score == pytest.approx(0.9)
             llm.script(*["500"] * 4)
             fallback = pipeline.query(
-                SearchParams("why do cats purr?", collection="kb"), route=True
+                SearchParams("why do cats purr?", collection="kb"), QueryOptions(route=True)
             )
             assert fallback.route is not None and fallback.route.router == "embedding"
             assert fallback.route.route is not None and fallback.route.route.name == "pets"

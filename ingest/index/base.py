@@ -25,12 +25,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ..names import DEFAULT_TENANT
 from ..payload import FILTERABLE_FIELDS as FILTERABLE_FIELDS
 from ..payload import STATE_FIELDS, TENANT
 from ..sparse import Bm25Params, SparseVec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -98,7 +101,7 @@ class Manifest:
 @dataclass(frozen=True)
 class IndexPoint:
     id: str
-    dense: Sequence[float]
+    dense: Sequence[float] | np.ndarray
     sparse: SparseVec
     payload: dict[str, Any]
 
@@ -167,7 +170,7 @@ class FieldFilter:
 
 @dataclass(frozen=True)
 class SearchQuery:
-    dense: Sequence[float] | None
+    dense: Sequence[float] | np.ndarray | None  # an embedder's vector, or plain floats
     sparse: SparseVec | None
     mode: Mode = "hybrid"
     fusion: Fusion = "rrf"
@@ -459,7 +462,7 @@ class QdrantAdapter(ABC, Generic[FilterT]):
     def _upsert(self, collection: str, points: Sequence[IndexPoint]) -> None: ...
 
     @abstractmethod
-    def _delete_where(self, collection: str, filters: Sequence[FilterT | None]) -> None:
+    def _delete_where(self, collection: str, filters: Sequence[FilterT]) -> None:
         """Delete the points of each filter in turn."""
 
     @abstractmethod
@@ -496,6 +499,13 @@ class QdrantAdapter(ABC, Generic[FilterT]):
     def _filter(self, *must: FieldFilter, must_not: Sequence[FieldFilter] = ()) -> FilterT | None:
         return self.dialect.filter_of(must, must_not)
 
+    def _where(self, *must: FieldFilter, must_not: Sequence[FieldFilter] = ()) -> FilterT:
+        """The filter of a delete: never empty (an empty filter would match every point)."""
+        flt = self._filter(*must, must_not=must_not)
+        if flt is None:
+            raise ValueError("a delete needs at least one condition")
+        return flt
+
     def upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
         if points:
             self._upsert(collection, points)
@@ -504,14 +514,14 @@ class QdrantAdapter(ABC, Generic[FilterT]):
         self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
     ) -> None:
         if doc_ids:
-            flt = self._filter(tenant_condition(tenant), docs_condition(doc_ids))
+            flt = self._where(tenant_condition(tenant), docs_condition(doc_ids))
             self._delete_where(collection, [flt])
 
     def delete_stale_chunks(
         self, collection: str, current: Mapping[str, str], tenant: str = DEFAULT_TENANT
     ) -> None:
         stale = [
-            self._filter(
+            self._where(
                 tenant_condition(tenant),
                 FieldFilter("doc_id", value=doc_id),
                 must_not=[FieldFilter("doc_hash", value=doc_hash)],

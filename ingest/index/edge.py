@@ -207,16 +207,16 @@ class EdgeIndex(QdrantAdapter[qe.Filter]):
         batch = [qe.Point(p.id, _EDGE.vectors(p), p.payload) for p in points]
         self._shard(collection).update(qe.UpdateOperation.upsert_points(batch))
 
-    def _delete_where(self, collection: str, filters: Sequence[qe.Filter | None]) -> None:
+    def _delete_where(self, collection: str, filters: Sequence[qe.Filter]) -> None:
         shard = self._shard(collection)
         for flt in filters:
             shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
 
     def _delete_ids(self, collection: str, ids: list[str]) -> None:
-        self._shard(collection).update(qe.UpdateOperation.delete_points(ids))
+        self._shard(collection).update(qe.UpdateOperation.delete_points(list(ids)))
 
     def _set_payload(self, collection: str, ids: list[str], payload: dict[str, Any]) -> None:
-        self._shard(collection).update(qe.UpdateOperation.set_payload(ids, payload))
+        self._shard(collection).update(qe.UpdateOperation.set_payload(list(ids), payload))
 
     def _scroll(
         self, collection: str, flt: qe.Filter | None, fields: list[str] | None
@@ -238,7 +238,9 @@ class EdgeIndex(QdrantAdapter[qe.Filter]):
         return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=flt)))
 
     def _retrieve(self, collection: str, ids: list[str]) -> list[Any]:
-        return list(self._shard(collection).retrieve(ids, with_payload=True, with_vector=False))
+        return list(
+            self._shard(collection).retrieve(list(ids), with_payload=True, with_vector=False)
+        )
 
     def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
         params = qe.SearchParams(exact=True) if plan.exact else None

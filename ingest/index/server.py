@@ -174,18 +174,18 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
         ]
         self.client.upsert(collection, points=batch, wait=True)
 
-    def _delete_where(self, collection: str, filters: Sequence[qm.Filter | None]) -> None:
+    def _delete_where(self, collection: str, filters: Sequence[qm.Filter]) -> None:
         self._require(collection)
         for flt in filters:
             self.client.delete(collection, flt, wait=True)
 
     def _delete_ids(self, collection: str, ids: list[str]) -> None:
         self._require(collection)
-        self.client.delete(collection, qm.PointIdsList(points=ids), wait=True)
+        self.client.delete(collection, qm.PointIdsList(points=list(ids)), wait=True)
 
     def _set_payload(self, collection: str, ids: list[str], payload: dict[str, Any]) -> None:
         self._require(collection)
-        self.client.set_payload(collection, payload, points=ids, wait=True)
+        self.client.set_payload(collection, payload, points=list(ids), wait=True)
 
     def _scroll(
         self, collection: str, flt: qm.Filter | None, fields: list[str] | None

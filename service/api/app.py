@@ -116,8 +116,9 @@ async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
     return await _error(503)(request, exc)
 
 
-async def _model_error(_request: Request, exc: ValidationError) -> JSONResponse:
+async def _model_error(_request: Request, exc: Exception) -> JSONResponse:
     """A request model built inside a route (chat → search) failed: the client's fault."""
+    assert isinstance(exc, ValidationError)  # registered for ValidationError only
     reasons = "; ".join(str(e.get("msg")) for e in exc.errors())
     return JSONResponse({"detail": reasons}, status_code=422)
 

@@ -192,9 +192,13 @@ def document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """422 as :class:`ErrorBody`: one readable reason per problem in ``detail``, pydantic's
-    ``loc``/``msg``/``type`` of each in ``errors`` (never the rejected input itself)."""
+    ``loc``/``msg``/``type`` of each in ``errors`` (never the rejected input itself).
+
+    Typed for ``Exception`` as Starlette's ``add_exception_handler`` wants; register it for
+    :class:`RequestValidationError`."""
+    assert isinstance(exc, RequestValidationError)
     problems = exc.errors()
     reasons = []
     errors = []

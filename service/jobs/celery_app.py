@@ -88,7 +88,7 @@ class IndexIngest:
         self._ingestors: dict[tuple[str, str], Ingestor] = {}
 
     def __call__(
-        self, docs: list[Document], collection: str, *, tenant: str = DEFAULT_TENANT
+        self, documents: list[Document], collection: str, *, tenant: str = DEFAULT_TENANT
     ) -> IngestReport:
         from ingest.build import build_ingestor
 
@@ -97,7 +97,7 @@ class IndexIngest:
             self._ingestors[key] = build_ingestor(
                 self.settings, self.index, self.embedder, collection, tenant
             )
-        return self._ingestors[key].ingest(docs)
+        return self._ingestors[key].ingest(documents)
 
 
 def worker_context() -> WorkerContext:

@@ -47,7 +47,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ResponseHandlingException):
         return True
     if isinstance(exc, UnexpectedResponse):
-        return exc.status_code == 429 or exc.status_code >= 500
+        status = exc.status_code
+        return status is not None and (status == 429 or status >= 500)
     # torch.OutOfMemoryError (CUDA) without importing torch here
     return type(exc).__name__ == "OutOfMemoryError"
 

@@ -111,12 +111,12 @@ class JobService:
         """Queued batches are dropped; a batch already running finishes."""
         if (job := self.get(job_id, tenant)).state.finished:
             raise JobFinished(job)
-        job = self.store.update(job_id, Job.cancel)
-        if job is None:
+        cancelled = self.store.update(job_id, Job.cancel)
+        if cancelled is None:
             raise JobNotFound(job_id)
-        if job.state is not JobState.CANCELLED:  # it finished meanwhile
-            raise JobFinished(job)
-        return job
+        if cancelled.state is not JobState.CANCELLED:  # it finished meanwhile
+            raise JobFinished(cancelled)
+        return cancelled
 
     async def wait(self, job_id: str, tenant: str | None, timeout: float) -> Job:
         """The job once finished, or as it stands when ``timeout`` runs out."""

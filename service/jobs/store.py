@@ -247,10 +247,12 @@ class RedisJobStore:
                 except redis.WatchError:
                     continue
 
-    def _load(self, ids: Sequence[bytes]) -> list[Job]:
+    def _load(self, ids: Sequence[object]) -> list[Job]:
+        """The jobs of a ZRANGE's members (bytes: this client does not decode responses)."""
         if not ids:
             return []
-        raws = self._redis.mget([self._key("job", i.decode()) for i in ids])
+        names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        raws = self._redis.mget([self._key("job", name) for name in names])
         return [Job.from_json(json.loads(r)) for r in raws if r]
 
     def recent(self, tenant: str | None, limit: int) -> list[Job]:

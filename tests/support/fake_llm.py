@@ -8,7 +8,7 @@ is empty, answers with ``reply(request_body)``. Behaviours::
     "garbage"                  200 with a body that is not JSON
     "empty"                    200 with ``"choices": []``
     "break"                    (streaming) two deltas, then the connection drops
-    any other string           that text as the assistant's reply
+    any other string           that text as the assistant's reply (in each of the ``n`` choices)
 
 Example::
 
@@ -35,9 +35,13 @@ def prompt_text(body: dict[str, Any]) -> str:
     return "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
 
 
+def _constant(text: str) -> Reply:
+    return lambda _body: text
+
+
 class FakeLLM:
     def __init__(self, reply: Reply | str = "OK.", sleep: float = 5.0) -> None:
-        self.reply: Reply = reply if callable(reply) else (lambda _body, text=reply: text)
+        self.reply: Reply = reply if callable(reply) else _constant(reply)
         self.sleep = sleep
         self.requests: list[dict[str, Any]] = []
         self._script: deque[str] = deque()
@@ -122,7 +126,7 @@ class FakeLLM:
                 elif body.get("stream"):
                     self._stream(behaviour)
                 else:
-                    self._send(200, _completion(behaviour))
+                    self._send(200, _completion(behaviour, int(body.get("n") or 1)))
 
             def _stream(self, text: str) -> None:
                 self.send_response(200)
@@ -177,7 +181,8 @@ def _event(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
-def _completion(text: str) -> bytes:
+def _completion(text: str, n: int = 1) -> bytes:
+    """A chat completion with ``n`` choices (a request's ``n``), each ``text``."""
     return json.dumps(
         {
             "id": "chatcmpl-fake",
@@ -186,10 +191,11 @@ def _completion(text: str) -> bytes:
             "model": "fake-model",
             "choices": [
                 {
-                    "index": 0,
+                    "index": i,
                     "message": {"role": "assistant", "content": text},
                     "finish_reason": "stop",
                 }
+                for i in range(n)
             ],
             "usage": _usage(text),
         }

@@ -34,7 +34,7 @@ from ingest.names import NAME_RULE, InvalidName, is_plain_name
 from ...auth import Principal
 from ...errors import InvalidRequest
 from ...pipeline import QueryResult, RagPipeline, StreamReset
-from ...requests import search_params, wants_route
+from ...requests import resolve
 from ...responses import route_out
 from ..deps import PipelineDep, Reader
 from ..schemas import SearchOptions, SearchRequest
@@ -137,18 +137,13 @@ def chat_completions(
 ) -> Any:
     collection = body.collection or _collection_of(body.model, pipeline, caller)
     question, history, system = _split(body.messages)
-    options = body.model_dump(include=set(SearchOptions.model_fields), exclude={"collection"})
-    search = SearchRequest(query=question, collection=collection, **options)
-    params = search_params(search, pipeline.settings, caller.tenant)
-    options: dict[str, Any] = {
-        "history": history,
-        "route": wants_route(search, pipeline.settings),
-        "instructions": system,
-    }
+    wanted = body.model_dump(include=set(SearchOptions.model_fields), exclude={"collection"})
+    search = SearchRequest(query=question, collection=collection, **wanted)
+    params, options = resolve(search, pipeline, caller.tenant, history=history, instructions=system)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:
-        result = pipeline.query(params, **options)
+        result = pipeline.query(params, options)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -166,7 +161,7 @@ def chat_completions(
             "citations": [asdict(c) for c in result.answer.citations],
             "grounded": _grounded(result),
         }
-    _, items = pipeline.query_stream(params, **options)
+    _, items = pipeline.query_stream(params, options)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _chunks(items, completion_id, created, body.model, include_usage, stream_failure(request)),

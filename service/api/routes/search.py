@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from ... import metrics
 from ...pipeline import Prepared, QueryResult, StreamReset
-from ...requests import search_params, wants_route
+from ...requests import resolve
 from ...responses import query_response, search_response
 from ..deps import PipelineDep, Reader
 from ..observability import request_id
@@ -34,8 +34,8 @@ log = logging.getLogger("grounded.api")
 @router.post("/search", response_model=SearchResponse)
 def search(body: SearchRequest, pipeline: PipelineDep, caller: Reader) -> dict[str, Any]:
     """Hybrid (or dense / sparse) search; returns ranked chunks and per-stage timings in ms."""
-    params = search_params(body, pipeline.settings, caller.tenant)
-    prep: Prepared = pipeline.prepare(params, route=wants_route(body, pipeline.settings))
+    params, options = resolve(body, pipeline, caller.tenant)
+    prep: Prepared = pipeline.prepare(params, options)
     metrics.observe_timings(prep.retrieval.timings)
     return search_response(prep.params, prep.retrieval, prep.route, prep.warnings)
 
@@ -74,15 +74,10 @@ def _events(
 )
 def query(body: QueryRequest, pipeline: PipelineDep, caller: Reader, request: Request) -> Any:
     """Search, then answer from the results with ``[n]`` citations to them (``stream`` for SSE)."""
-    params = search_params(body, pipeline.settings, caller.tenant)
-    options: dict[str, Any] = {
-        "history": [turn.model_dump() for turn in body.history],
-        "route": wants_route(body, pipeline.settings),
-        "generator": body.generator,
-    }
+    params, options = resolve(body, pipeline, caller.tenant)
     if not body.stream:
-        return query_response(pipeline.query(params, **options))
-    prep, items = pipeline.query_stream(params, **options)
+        return query_response(pipeline.query(params, options))
+    prep, items = pipeline.query_stream(params, options)
     retrieval = search_response(prep.params, prep.retrieval, prep.route, prep.warnings)
     return StreamingResponse(
         _events(retrieval, items, stream_failure(request)),
