@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient
 from support.llama import llama_server
+from support.redis_server import redis_server
 
 from ingest.build import build_embedder
 from ingest.embedding import SentenceTransformerEmbedder
@@ -51,6 +52,13 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorInde
         idx = ServerIndex(QdrantClient(":memory:"))
     yield idx
     idx.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server (AOF on, as deploy/ runs it) for one test module."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

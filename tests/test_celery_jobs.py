@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 from support.cli_runner import REPO
 from support.jobs import chunk_set, clean_chunk_set, corpus
-from support.redis_server import redis_server
 
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
@@ -40,12 +38,6 @@ from service.jobs.store import RedisJobStore
 from service.pipeline import RagPipeline
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 def test_api_jobs_run_on_a_celery_worker(

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from support.cli_runner import grounded
-from support.redis_server import redis_server
 
 from service.auth import (
     ApiKeyStore,
@@ -19,12 +18,6 @@ from service.auth import (
     RedisKeyStore,
     Unauthenticated,
 )
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "redis"])

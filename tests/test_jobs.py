@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from support.redis_server import redis_server
 
 from ingest.documents import Document
 from ingest.embedding import SentenceTransformerEmbedder
@@ -82,12 +81,6 @@ def test_a_job_survives_its_stored_form() -> None:
 
 
 # both stores ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     made: JobStore
