@@ -446,7 +446,9 @@ class JobSettings(Concern):
         description="Documents per job task: the unit that is retried and shared.",
     )
     max_open_jobs: int = Field(
-        1000, ge=1, description="Queued and running jobs; one more gets 503 + Retry-After."
+        1000,
+        ge=1,
+        description="Queued and running jobs per tenant; one more gets 503 + Retry-After.",
     )
     job_retention_hours: float = Field(
         168, gt=0, description="Finished jobs stay listed this long, then are forgotten."
@@ -562,7 +564,12 @@ class Settings(
     """Every knob of ingest, retrieval and the API, validated once at start-up: the fields of all
     concerns under their flat names (``settings.chunk_size``), read from the sources above."""
 
-    model_config = SettingsConfigDict(env_prefix="GROUNDED_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GROUNDED_",
+        extra="ignore",
+        # A validation error must not print the other settings (API keys, URLs with passwords).
+        hide_input_in_errors=True,
+    )
     title = "Settings"  # not the first concern's title, which it would inherit
 
     @classmethod

@@ -294,7 +294,9 @@ class RedisKeyStore:
     def __init__(self, url: str, prefix: str = "grounded:") -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
+        )
         self._prefix = prefix
 
     def _key(self, key_prefix: str) -> str:
@@ -308,14 +310,19 @@ class RedisKeyStore:
         name: str = "",
         rate_limit: str | None = None,
     ) -> tuple[str, KeyRecord]:
-        token, record = _new_key(tenant, scopes, name, rate_limit)
+        while True:
+            token, record = _new_key(tenant, scopes, name, rate_limit)
+            key = self._key(record.prefix)
+            # HSETNX claims the prefix: two keys that drew the same 32-bit prefix must not
+            # overwrite each other (SQLite's primary key refuses the second the same way).
+            if self._redis.hsetnx(key, "digest", _digest(token)):
+                break
         fields: dict[FieldT, EncodableT] = {
             k: v for k, v in asdict(record).items() if v is not None
         }
         fields["scopes"] = ",".join(sorted(record.scopes))
-        fields["digest"] = _digest(token)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._key(record.prefix), mapping=fields)
+        pipe.hset(key, mapping=fields)
         pipe.sadd(f"{self._prefix}keys", record.prefix)
         pipe.execute()
         return token, record

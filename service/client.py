@@ -141,43 +141,51 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 class RemoteIngestTarget:
     """Submits documents as ingest jobs (``POST /v1/ingest``, one per batch) and follows them
-    until they finish; progress counts what the service's workers have written."""
+    until they finish; progress counts what the service's workers have written.
+
+    At most ``in_flight`` jobs are open at once: one client neither fills the service's job
+    queue (shared by the tenant's other clients) nor spends its rate limit on polling.
+    """
 
     def __init__(
-        self, client: GroundedClient, collection: str, batch_docs: int = 64, poll_s: float = 0.5
+        self,
+        client: GroundedClient,
+        collection: str,
+        batch_docs: int = 64,
+        poll_s: float = 1.0,
+        in_flight: int = 4,
     ) -> None:
         self.client = client
         self.collection = collection
         self.batch_docs = batch_docs
         self.poll_s = poll_s
+        self.in_flight = in_flight
 
     def ingest(
         self, documents: Iterable[Document], progress: ProgressFn | None = None
     ) -> IngestReport:
         started = time.perf_counter()
         jobs: dict[str, dict[str, Any]] = {}
-        polled = 0.0
         for batch in batched(documents, self.batch_docs):
+            while self._refresh(jobs, progress) >= self.in_flight:
+                time.sleep(self.poll_s)
             job = self.client.submit_ingest(self.collection, batch)
             jobs[job["id"]] = job
-            if time.monotonic() - polled >= self.poll_s:
-                self._refresh(jobs, progress)
-                polled = time.monotonic()
         while self._refresh(jobs, progress):
             time.sleep(self.poll_s)
         report = job_report(jobs.values())
         report.seconds = time.perf_counter() - started
         return report
 
-    def _refresh(self, jobs: dict[str, dict[str, Any]], progress: ProgressFn | None) -> bool:
-        """Re-read unfinished jobs; True while any is unfinished."""
+    def _refresh(self, jobs: dict[str, dict[str, Any]], progress: ProgressFn | None) -> int:
+        """Re-read unfinished jobs; returns how many are still unfinished."""
         for job_id, job in jobs.items():
             if job["state"] not in FINISHED:
                 jobs[job_id] = self.client.job(job_id)
         if progress:
             done = sum(j["progress"]["documents_done"] for j in jobs.values())
             progress(done, sum(j["progress"]["chunks_written"] for j in jobs.values()))
-        return any(j["state"] not in FINISHED for j in jobs.values())
+        return sum(j["state"] not in FINISHED for j in jobs.values())
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         return self.client.delete(self.collection, doc_ids)

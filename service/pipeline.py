@@ -381,6 +381,13 @@ class RagPipeline:
         with self._write_lock:
             return self._ingestor(collection, tenant).delete(doc_ids)
 
+    def check_writable(self, collection: str) -> None:
+        """Raise :class:`~ingest.index.IncompatibleCollection` when ``collection`` exists and was
+        built with another embedding model than this pipeline's."""
+        manifest = self.index.manifest(collection)
+        if manifest is not None:
+            manifest.check_model(collection, self.embedder.name, self.embedder.dimension)
+
     def drop_collection(self, collection: str) -> None:
         """Remove a collection with every tenant's points (operators only)."""
         with self._write_lock:
@@ -405,7 +412,8 @@ class RagPipeline:
         return self._ingestor(collection, tenant).document_sources()
 
     def close(self) -> None:
-        self.index.close()
+        with self._write_lock:  # a write still running (a job's batch) finishes first
+            self.index.close()
 
 
 def build_reranker(

@@ -77,3 +77,16 @@ def test_keys_cli_writes_to_the_shared_store(redis_url: str, tmp_path: Path) -> 
     assert not (tmp_path / "keys.sqlite").exists()
     listed = grounded("keys", "list", data_dir=tmp_path, env=env)
     assert "acme" in listed.stdout
+
+
+def test_a_prefix_collision_never_overwrites_a_key(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisKeyStore(redis_url, prefix=f"c{time.time_ns()}:")
+    prefixes = iter(["aaaa0000", "aaaa0000", "bbbb1111"])
+    monkeypatch.setattr("service.auth.secrets.token_hex", lambda _n: next(prefixes))
+    first, _ = store.create("acme", {"read"})
+    second, record = store.create("globex", {"admin"})
+    assert record.prefix == "bbbb1111"
+    assert store.lookup(first).tenant == "acme"  # type: ignore[union-attr]
+    assert store.lookup(second).tenant == "globex"  # type: ignore[union-attr]

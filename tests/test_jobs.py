@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from ingest.index import EdgeIndex
 from ingest.pipeline import IngestReport
 from ingest.settings import Settings
 from service.api.app import create_app
-from service.jobs import BatchOutcome, Job, JobService, JobState, Problem
+from service.jobs import BatchOutcome, Job, JobService, JobState, JobsUnavailable, Problem
 from service.jobs.local import LocalJobRunner
 from service.jobs.model import MAX_LISTED_PROBLEMS
 from service.jobs.runner import run_batch
@@ -235,7 +236,7 @@ def test_a_restarted_runner_resumes_interrupted_jobs(tmp_path: Path) -> None:
     store = SqliteJobStore(path)
     job = Job.new("kb", "default", documents=6, batches=3)
     store.create(job, [docs(2, "a"), docs(2, "b"), docs(2, "c")])
-    run_batch(store, job.id, 0, ScriptedIngest())
+    run_batch(store, job.id, 0, ScriptedIngest(), 3)
     store.close()
 
     ingest = ScriptedIngest()
@@ -251,10 +252,10 @@ def test_a_cancelled_job_runs_no_more_batches(tmp_path: Path) -> None:
     store = SqliteJobStore(tmp_path / "j.sqlite")
     service = JobService(store, NoDispatch(), batch_docs=1)
     job = service.submit(docs(3), "kb", "acme")
-    run_batch(store, job.id, 0, ScriptedIngest())
+    run_batch(store, job.id, 0, ScriptedIngest(), 3)
     assert service.cancel(job.id, "acme").state is JobState.CANCELLED
     ingest = ScriptedIngest()
-    run_batch(store, job.id, 1, ingest)
+    run_batch(store, job.id, 1, ingest, 3)
     assert ingest.calls == []
     assert service.get(job.id, None).documents_done == 1
 
@@ -343,3 +344,56 @@ def test_jobs_cli_lists_shows_and_cancels_from_the_store(tmp_path: Path) -> None
     again = grounded("jobs", "cancel", job.id, data_dir=data, check_rc=1)
     assert "already cancelled" in again.stderr
     assert "no ingest job" in grounded("jobs", "show", "0" * 32, data_dir=data, check_rc=1).stderr
+
+
+# what a review found: bounded redeliveries, dispatch failures, per-tenant caps, early 409 --------
+def test_a_batch_whose_worker_dies_every_time_is_given_up(tmp_path: Path) -> None:
+    """Each start is counted in the job; a delivery beyond the budget fails the batch's
+    documents instead of running (and killing its worker) again."""
+    store = SqliteJobStore(tmp_path / "j.sqlite")
+    job = Job.new("kb", "default", documents=2, batches=1)
+    store.create(job, [docs(2)])
+    for _ in range(3):  # three deliveries whose process died mid-batch
+        store.update(job.id, lambda j: j.begin(0))
+    ingest = ScriptedIngest()
+    final = run_batch(store, job.id, 0, ingest, 3)
+    assert ingest.calls == [] and final is not None and final.state is JobState.FAILED
+    assert [e.id for e in final.errors] == ["d0", "d1"]
+    assert "started 3 times without finishing" in final.errors[0].reason
+
+
+class _BrokenDispatch(NoDispatch):
+    def submit(self, job: Job) -> None:
+        raise ConnectionError("broker unreachable")
+
+
+def test_a_job_the_workers_cannot_get_is_not_left_queued(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "j.sqlite")
+    service = JobService(store, _BrokenDispatch())
+    with pytest.raises(JobsUnavailable, match="broker unreachable"):
+        service.submit(docs(2), "kb", "default")
+    assert store.open_count() == 0
+    assert [j.state for j in store.recent(None, 5)] == [JobState.CANCELLED]
+
+
+def test_one_tenant_cannot_fill_the_job_queue_for_all(tmp_path: Path) -> None:
+    service = JobService(SqliteJobStore(tmp_path / "j.sqlite"), NoDispatch(), max_open_jobs=2)
+    for _ in range(2):
+        service.submit(docs(1), "kb", "noisy")
+    with pytest.raises(QueueFull):
+        service.submit(docs(1), "kb", "noisy")
+    assert service.submit(docs(1), "kb", "quiet").state is JobState.QUEUED
+
+
+def test_another_models_collection_is_refused_before_a_job(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"documents": [{"id": "a", "text": "Alpha is the first letter."}]}
+    assert api.post("/v1/ingest?wait=true", json=body).status_code == 200
+    index = api.app.state.pipeline.index  # type: ignore[attr-defined]
+    built = index.manifest("kb")
+    monkeypatch.setattr(index, "manifest", lambda _name: replace(built, model="another-model"))
+    refused = api.post("/v1/ingest", json=body)
+    assert refused.status_code == 409, refused.text
+    assert "another-model" in refused.json()["detail"]
+    assert len(api.get("/v1/jobs").json()) == 1  # no job was made

@@ -135,3 +135,15 @@ def test_configuration_docs_are_generated_from_the_settings() -> None:
     for name in Settings.model_fields:
         assert f"\n| {name} | GROUNDED_{name.upper()}" in page
     assert "| qdrant_api_key | GROUNDED_QDRANT_API_KEY | unset |" in page  # secrets stay unset
+
+
+def test_a_settings_error_does_not_print_secrets() -> None:
+    with pytest.raises(ValueError) as refused:
+        Settings(
+            qdrant_api_key="qkey-very-secret",
+            llm_api_key="sk-very-secret",
+            task_time_limit=100,
+            broker_visibility_timeout=50,
+        )
+    assert "broker_visibility_timeout" in str(refused.value)
+    assert "very-secret" not in str(refused.value)

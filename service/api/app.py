@@ -37,7 +37,7 @@ from ..auth import (
     open_key_store,
 )
 from ..errors import InvalidRequest, PayloadTooLarge
-from ..jobs import JobFinished, JobNotFound, JobService, build_job_service
+from ..jobs import JobFinished, JobNotFound, JobService, JobsUnavailable, build_job_service
 from ..pipeline import NotConfigured, RagPipeline
 from ..write_queue import QueueFull, WriteQueue
 from .deps import authorized
@@ -195,6 +195,7 @@ def create_app(
     app.add_exception_handler(Forbidden, _error(403))
     app.add_exception_handler(RateLimited, _error(429))
     app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(JobsUnavailable, _error(503))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Last: the request-id middleware must wrap everything, the body limit included.
     metrics.set_ingest_queue_depth(lambda: write_queue.depth)

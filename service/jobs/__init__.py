@@ -5,7 +5,7 @@ fleet's guarantees.
 """
 
 from .model import BatchOutcome, Job, JobState, Problem
-from .service import JobFinished, JobNotFound, JobService, build_job_service
+from .service import JobFinished, JobNotFound, JobService, JobsUnavailable, build_job_service
 
 __all__ = [
     "BatchOutcome",
@@ -14,6 +14,7 @@ __all__ = [
     "JobNotFound",
     "JobService",
     "JobState",
+    "JobsUnavailable",
     "Problem",
     "build_job_service",
 ]

@@ -18,7 +18,7 @@ import logging
 import threading
 
 from .model import Job
-from .runner import Ingest, give_up, is_transient, retry_delay, run_batch
+from .runner import Ingest, attempts_of, failure, give_up, is_transient, retry_delay, run_batch
 from .store import JobStore
 
 log = logging.getLogger("grounded.jobs")
@@ -93,18 +93,18 @@ class LocalJobRunner:
         return ran
 
     def _run_with_retries(self, job_id: str, batch: int) -> None:
-        attempt = 0
+        attempts = self.max_retries + 1
         while True:
             try:
-                run_batch(self.store, job_id, batch, self.ingest)
+                run_batch(self.store, job_id, batch, self.ingest, attempts)
                 return
             except Exception as exc:
-                if not is_transient(exc) or attempt >= self.max_retries:
+                tried = attempts_of(self.store, job_id, batch)
+                if not is_transient(exc) or tried >= attempts:
                     log.error("job %s batch %d failed: %s", job_id, batch, exc)
-                    give_up(self.store, job_id, batch, exc, attempt + 1)
+                    give_up(self.store, job_id, batch, failure(exc, tried))
                     return
-                delay = retry_delay(self.backoff, attempt)
+                delay = retry_delay(self.backoff, tried - 1)
                 log.warning("job %s batch %d: %s; retry in %.1f s", job_id, batch, exc, delay)
-                attempt += 1
                 if self._stop.wait(delay):
                     return

@@ -80,6 +80,7 @@ class Job:
     skipped: tuple[Problem, ...] = ()
     errors: tuple[Problem, ...] = ()
     problems_omitted: int = 0
+    attempts: dict[int, int] = field(default_factory=dict)  # batch -> times it was started
 
     @classmethod
     def new(cls, collection: str, tenant: str, *, documents: int, batches: int) -> Job:
@@ -94,6 +95,13 @@ class Job:
         if self.state is not JobState.QUEUED:
             return self
         return replace(self, state=JobState.RUNNING, started_at=time.time())
+
+    def begin(self, batch: int) -> Job:
+        """Batch ``batch`` starts (again): count the attempt, so a batch whose process dies
+        every time is given up instead of redelivered forever."""
+        return replace(
+            self.start(), attempts={**self.attempts, batch: self.attempts.get(batch, 0) + 1}
+        )
 
     def record(self, batch: int, outcome: BatchOutcome) -> Job:
         """Add one finished batch; a batch recorded before is ignored (at-least-once delivery)."""
@@ -119,10 +127,9 @@ class Job:
         )
         if len(job.done_batches) < job.batches or job.state.finished:
             return job
-        failed = job.errors or omitted
         return replace(
             job,
-            state=JobState.FAILED if failed else JobState.SUCCEEDED,
+            state=JobState.FAILED if job.errors else JobState.SUCCEEDED,
             finished_at=time.time(),
         )
 
@@ -185,6 +192,7 @@ class Job:
                 "done_batches": tuple(data["done_batches"]),
                 "skipped": tuple(Problem(**p) for p in data["skipped"]),
                 "errors": tuple(Problem(**p) for p in data["errors"]),
+                "attempts": {int(b): n for b, n in data.get("attempts", {}).items()},
             }
         )
 

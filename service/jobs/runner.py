@@ -38,7 +38,9 @@ class Ingest(Protocol):
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying the same batch later (as opposed to a problem of the documents)."""
-    if isinstance(exc, ConnectionError | TimeoutError | httpx.TransportError):
+    import redis
+
+    if isinstance(exc, ConnectionError | TimeoutError | httpx.TransportError | redis.RedisError):
         return True
     try:
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -49,8 +51,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, UnexpectedResponse):
         status = exc.status_code
         return status is not None and (status == 429 or status >= 500)
-    # torch.OutOfMemoryError (CUDA) without importing torch here
-    return type(exc).__name__ == "OutOfMemoryError"
+    # torch.OutOfMemoryError (CUDA) and Celery's soft time limit, without importing either
+    return type(exc).__name__ in ("OutOfMemoryError", "SoftTimeLimitExceeded")
 
 
 def _outcome(report: IngestReport, documents: int, errors: list[Problem]) -> BatchOutcome:
@@ -88,28 +90,47 @@ def ingest_documents(docs: list[Document], job: Job, ingest: Ingest) -> BatchOut
     return _outcome(report, len(docs), errors)
 
 
-def run_batch(store: JobStore, job_id: str, batch: int, ingest: Ingest) -> Job | None:
-    """Run one batch unless it is recorded already or its job finished (cancelled)."""
+def run_batch(
+    store: JobStore, job_id: str, batch: int, ingest: Ingest, max_attempts: int
+) -> Job | None:
+    """Run one batch unless it is recorded already or its job finished (cancelled). A batch
+    started more than ``max_attempts`` times (its process died or timed out each time) is
+    given up: its documents fail, the job goes on."""
     job = store.get(job_id)
     if job is None or job.state.finished or batch in job.done_batches:
         return job
     docs = store.documents(job_id, batch)
     if docs is None:  # recorded by another delivery of this batch meanwhile
         return job
-    store.update(job_id, Job.start)
+    job = store.update(job_id, lambda j: j.begin(batch))
+    if job is None:
+        return None
+    started = job.attempts[batch]
+    if started > max_attempts:
+        reason = f"started {started - 1} times without finishing (its worker died or timed out)"
+        return give_up(store, job_id, batch, reason)
     outcome = ingest_documents(docs, job, ingest)
     job = store.update(job_id, lambda j: j.record(batch, outcome))
     store.drop_documents(job_id, batch)
     return job
 
 
-def give_up(store: JobStore, job_id: str, batch: int, exc: BaseException, attempts: int) -> None:
-    """Retries are spent: the batch's documents fail with the last error, the job goes on."""
+def attempts_of(store: JobStore, job_id: str, batch: int) -> int:
+    job = store.get(job_id)
+    return job.attempts.get(batch, 0) if job else 0
+
+
+def give_up(store: JobStore, job_id: str, batch: int, reason: str) -> Job | None:
+    """The batch's documents fail with ``reason`` (retries are spent); the job goes on."""
     docs = store.documents(job_id, batch) or []
-    reason = f"gave up after {attempts} attempts: {_reason(exc)}"
     outcome = BatchOutcome(documents=len(docs), errors=tuple(Problem(d.id, reason) for d in docs))
-    store.update(job_id, lambda j: j.record(batch, outcome))
+    job = store.update(job_id, lambda j: j.record(batch, outcome))
     store.drop_documents(job_id, batch)
+    return job
+
+
+def failure(exc: BaseException, attempts: int) -> str:
+    return f"gave up after {attempts} attempts: {_reason(exc)}"
 
 
 def retry_delay(backoff: float, attempt: int) -> float:

@@ -45,6 +45,13 @@ class JobFinished(Exception):
         super().__init__(f"job {job.id} already {job.state.value}")
 
 
+class JobsUnavailable(Exception):
+    """The job could not be handed to the workers (the broker is down); nothing was accepted
+    (503 with ``Retry-After``)."""
+
+    retry_after = 10
+
+
 class Dispatcher(Protocol):
     def start(self) -> None:
         """Begin running stored jobs (the embedded runner resumes interrupted ones)."""
@@ -82,15 +89,21 @@ class JobService:
         self._purged_at = 0.0
 
     def submit(self, documents: Sequence[Document], collection: str, tenant: str) -> Job:
-        """Store a job durably and hand it to the workers; :class:`QueueFull` when too many
-        jobs are open."""
-        if self.store.open_count() >= self.max_open_jobs:
+        """Store a job durably and hand it to the workers; :class:`QueueFull` when the tenant
+        has too many jobs open (one tenant cannot block the others), :class:`JobsUnavailable`
+        when the workers cannot be reached."""
+        if self.store.open_count(tenant) >= self.max_open_jobs:
             raise QueueFull(self.max_open_jobs, retry_after=30, waiting="ingest jobs open")
         batches = list(batched(documents, self.batch_docs, BATCH_MAX_CHARS))
         job = Job.new(collection, tenant, documents=len(documents), batches=len(batches))
         self.store.create(job, batches)
         if batches:
-            self.dispatcher.submit(job)
+            try:
+                self.dispatcher.submit(job)
+            except Exception as exc:
+                # Never leave a stored job that no worker will run: it would stay "queued".
+                self.store.update(job.id, Job.cancel)
+                raise JobsUnavailable(f"cannot queue the ingest job: {exc}") from exc
         self._purge_now_and_then()
         return job
 
@@ -123,7 +136,7 @@ class JobService:
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
-            job = self.get(job_id, tenant)
+            job = await asyncio.to_thread(self.get, job_id, tenant)
             if job.state.finished or time.monotonic() >= deadline:
                 return job
             await asyncio.sleep(delay)

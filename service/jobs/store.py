@@ -44,8 +44,8 @@ class JobStore(Protocol):
     def unfinished(self) -> list[Job]:
         """Queued and running jobs, oldest first."""
 
-    def open_count(self) -> int:
-        """How many jobs are queued or running (cheaper than ``len(unfinished())``)."""
+    def open_count(self, tenant: str | None = None) -> int:
+        """How many jobs (of ``tenant``, or all) are queued or running."""
 
     def documents(self, job_id: str, batch: int) -> list[Document] | None:
         """A batch's documents; None once the batch is recorded (its documents are dropped)."""
@@ -150,11 +150,13 @@ class SqliteJobStore:
     def unfinished(self) -> list[Job]:
         return self._jobs("SELECT data FROM jobs WHERE finished = 0 ORDER BY created_at", ())
 
-    def open_count(self) -> int:
+    def open_count(self, tenant: str | None = None) -> int:
+        sql = "SELECT count(*) FROM jobs WHERE finished = 0"
+        args: tuple[str, ...] = ()
+        if tenant is not None:
+            sql, args = sql + " AND tenant = ?", (tenant,)
         with self._lock:
-            return int(
-                self._db.execute("SELECT count(*) FROM jobs WHERE finished = 0").fetchone()[0]
-            )
+            return int(self._db.execute(sql, args).fetchone()[0])
 
     def documents(self, job_id: str, batch: int) -> list[Document] | None:
         with self._lock:
@@ -172,15 +174,22 @@ class SqliteJobStore:
     def purge(self, finished_before: float) -> int:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            ids = [
-                r[0]
-                for r in self._db.execute(
-                    "SELECT id FROM jobs WHERE finished = 1 AND finished_at < ?", (finished_before,)
+            try:
+                ids = [
+                    r[0]
+                    for r in self._db.execute(
+                        "SELECT id FROM jobs WHERE finished = 1 AND finished_at < ?",
+                        (finished_before,),
+                    )
+                ]
+                self._db.executemany(
+                    "DELETE FROM job_batches WHERE job_id = ?", [(i,) for i in ids]
                 )
-            ]
-            self._db.executemany("DELETE FROM job_batches WHERE job_id = ?", [(i,) for i in ids])
-            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in ids])
-            self._db.execute("COMMIT")
+                self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in ids])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return len(ids)
 
     def close(self) -> None:
@@ -199,7 +208,8 @@ class RedisJobStore:
     def __init__(self, url: str, prefix: str = "grounded:") -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url)
+        # Timeouts: a hung Redis must fail a request (503), not hang the API's threads.
+        self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._prefix = prefix
 
     def _key(self, *parts: str) -> str:
@@ -207,10 +217,11 @@ class RedisJobStore:
 
     def _write(self, pipe: Any, job: Job) -> None:
         pipe.set(self._key("job", job.id), json.dumps(job.to_json()))
-        if job.state.finished:
-            pipe.zrem(self._key("jobs", "open"), job.id)
-        else:
-            pipe.zadd(self._key("jobs", "open"), {job.id: job.created_at})
+        for index in (self._key("jobs", "open"), self._key("jobs", "open", job.tenant)):
+            if job.state.finished:
+                pipe.zrem(index, job.id)
+            else:
+                pipe.zadd(index, {job.id: job.created_at})
 
     def create(self, job: Job, batches: Sequence[Sequence[Document]]) -> None:
         pipe = self._redis.pipeline(transaction=True)
@@ -262,8 +273,9 @@ class RedisJobStore:
     def unfinished(self) -> list[Job]:
         return self._load(self._redis.zrange(self._key("jobs", "open"), 0, -1))
 
-    def open_count(self) -> int:
-        return int(self._redis.zcard(self._key("jobs", "open")))
+    def open_count(self, tenant: str | None = None) -> int:
+        index = self._key("jobs", "open") if tenant is None else self._key("jobs", "open", tenant)
+        return int(self._redis.zcard(index))
 
     def documents(self, job_id: str, batch: int) -> list[Document] | None:
         raw = self._redis.get(self._key("job", job_id, "batch", str(batch)))

@@ -49,6 +49,8 @@ async def ingest(
     changed ones replaced, empty ones reported under ``skipped``."""
     docs = ingest_documents(body, pipeline.settings)
     collection = body.collection or pipeline.settings.collection
+    # A collection built with another embedding model: 409 now, not a job of failures later.
+    await asyncio.to_thread(pipeline.check_writable, collection)
     job = await asyncio.to_thread(jobs.submit, docs, collection, caller.tenant)
     location = {"Location": f"/v1/jobs/{job.id}"}
     if wait:
