@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ingest.documents import Document
@@ -390,7 +391,9 @@ def test_another_models_collection_is_refused_before_a_job(
 ) -> None:
     body = {"documents": [{"id": "a", "text": "Alpha is the first letter."}]}
     assert api.post("/v1/ingest?wait=true", json=body).status_code == 200
-    index = api.app.state.pipeline.index  # type: ignore[attr-defined]
+    app = api.app
+    assert isinstance(app, FastAPI)
+    index = app.state.pipeline.index
     built = index.manifest("kb")
     monkeypatch.setattr(index, "manifest", lambda _name: replace(built, model="another-model"))
     refused = api.post("/v1/ingest", json=body)
