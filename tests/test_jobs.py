@@ -400,3 +400,18 @@ def test_another_models_collection_is_refused_before_a_job(
     assert refused.status_code == 409, refused.text
     assert "another-model" in refused.json()["detail"]
     assert len(api.get("/v1/jobs").json()) == 1  # no job was made
+
+
+def test_an_unreachable_job_store_is_a_503(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", collection="kb")
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(settings.data_dir), embedder=embedder
+    )
+    down = JobService(RedisJobStore("redis://127.0.0.1:1/0"), NoDispatch())
+    with TestClient(create_app(pipeline, jobs=down)) as client:
+        response = client.post("/v1/ingest", json={"documents": [{"id": "a", "text": "Alpha."}]})
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5" and "store is unavailable" in response.text
+        assert client.get("/healthz").status_code == 200

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -123,6 +124,12 @@ async def _model_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": reasons}, status_code=422)
 
 
+async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """Redis (jobs, keys or rate limits of a fleet) did not answer: try again, not a bug."""
+    detail = f"the job and key store is unavailable ({type(exc).__name__}); retry shortly"
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+
+
 def auth_enabled(settings: Settings) -> bool:
     """``auth = "auto"`` means on exactly when the API binds beyond loopback."""
     if settings.auth == "auto":
@@ -196,6 +203,7 @@ def create_app(
     app.add_exception_handler(RateLimited, _error(429))
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(JobsUnavailable, _error(503))
+    app.add_exception_handler(redis.RedisError, _store_unavailable)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Last: the request-id middleware must wrap everything, the body limit included.
     metrics.set_ingest_queue_depth(lambda: write_queue.depth)
