@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ingest.index import IndexProblem
-from ingest.settings import Settings
+from ingest.settings import DEFAULT_REPORTS_DIR, Settings
 from service.pipeline import RagPipeline
 
 from .datasets import DatasetError, load_beir
@@ -149,7 +149,10 @@ def ladder(
     dataset: Annotated[Path, typer.Option("--dataset", help="BEIR folder")],
     chunk_sizes: Annotated[str, typer.Option(help="comma-separated chunk-size variants")] = "128",
     limit: Annotated[int | None, typer.Option(help="only the first N judged queries")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="report folder")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="report folder; default: <reports_dir>/ladder-<dataset>"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
@@ -163,6 +166,8 @@ def ladder(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     pipeline = _open_pipeline(data_dir)
+    # Where the API lists reports (GROUNDED_REPORTS_DIR), so the playground shows this one.
+    reports_dir = pipeline.settings.reports_dir or DEFAULT_REPORTS_DIR
     try:
         with _progress(as_json or not err.is_terminal) as progress:
             tasks: dict[str, TaskID] = {}
@@ -177,9 +182,7 @@ def ladder(
             rows = run_ladder(pipeline, data, sizes, lambda n: progress.advance(task, n), indexed)
     finally:
         pipeline.close()
-    paths = write_ladder_report(
-        rows, out_dir or Path("eval-results") / f"ladder-{data.name}", data.name
-    )
+    paths = write_ladder_report(rows, out_dir or reports_dir / f"ladder-{data.name}", data.name)
     if as_json:
         out.print_json(
             json.dumps(

@@ -25,7 +25,7 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from .documents import Document, check_metadata
@@ -144,10 +144,21 @@ class LoadFailure:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file found under an ingest root; ``doc_id`` is its path relative to the root's parent."""
+    """A file found under an ingest root; ``doc_id`` is its path relative to the root's parent.
+
+    ``name`` is the file's name as its owner knows it when ``path`` is only a stand-in: an upload
+    is stored under a generated name (the client's never reaches the filesystem), and a title
+    taken from that name would be noise.
+    """
 
     path: Path
     doc_id: str
+    name: str | None = None
+
+    @property
+    def stem(self) -> str:
+        """The file name without its suffix: the title of a document whose file names none."""
+        return PurePath(self.name).stem if self.name else self.path.stem
 
     def stored_source(self, mode: SourcePaths) -> str:
         """The ``source`` of its documents: ``doc_id`` (relative) or the absolute path."""
@@ -306,7 +317,7 @@ def _load_txt(source: SourceFile, data: bytes, limits: LoadLimits) -> Iterator[D
     yield Document(
         source.doc_id,
         text,
-        title=source.path.stem,
+        title=source.stem,
         source=source.stored_source(limits.source_paths),
     )
 
@@ -317,7 +328,7 @@ _MD_TITLE = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 def _load_markdown(source: SourceFile, data: bytes, limits: LoadLimits) -> Iterator[Document]:
     text = _require_text(_decode_document(data, limits))
     match = _MD_TITLE.search(text)
-    title = match.group(1) if match else source.path.stem
+    title = match.group(1) if match else source.stem
     yield Document(
         source.doc_id, text, title=title, source=source.stored_source(limits.source_paths)
     )
@@ -362,7 +373,7 @@ def _load_html(source: SourceFile, data: bytes, limits: LoadLimits) -> Iterator[
     yield Document(
         source.doc_id,
         _require_text(text),
-        title=title or source.path.stem,
+        title=title or source.stem,
         source=source.stored_source(limits.source_paths),
     )
 
@@ -391,7 +402,7 @@ def _load_pdf(source: SourceFile, data: bytes, limits: LoadLimits) -> Iterator[D
     yield Document(
         source.doc_id,
         text,
-        title=str(meta_title).strip() or source.path.stem,
+        title=str(meta_title).strip() or source.stem,
         source=source.stored_source(limits.source_paths),
         metadata={"pages": len(pages)},
     )

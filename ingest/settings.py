@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import limits
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -47,6 +47,9 @@ from .index.base import Mode as SearchMode
 from .names import DEFAULT_TENANT, CollectionName, TenantName
 
 DEFAULT_CONFIG_FILE = "grounded.toml"
+# Where `grounded eval ladder` writes its reports unless told otherwise, and where the API looks
+# for them (``reports_dir``): one constant, so the two cannot drift apart.
+DEFAULT_REPORTS_DIR = Path("eval-results")
 
 # Field -> the OpenAI SDK's variable that fills it when neither a keyword argument, a GROUNDED_
 # variable nor the TOML file sets it.
@@ -209,8 +212,8 @@ class IngestSettings(Concern):
     max_file_bytes: int = Field(
         64 * 1024 * 1024,
         gt=0,
-        description="Largest file the CLI reads; larger ones are refused. JSON Lines are "
-        "streamed line by line and exempt.",
+        description="Largest file the CLI reads (JSON Lines, streamed line by line, are exempt) "
+        "and /v1/files accepts (every type); larger ones are refused.",
     )
     max_metadata_depth: int = Field(8, ge=1, le=32, description="Nesting levels of metadata.")
     max_metadata_bytes: int = Field(16_384, gt=0, description="JSON bytes of one metadata.")
@@ -368,7 +371,8 @@ class AnswerLLMSettings(Concern):
 
 
 class ApiSettings(Concern):
-    """The REST API: where `grounded serve` listens and what one request may carry."""
+    """The REST API: where `grounded serve` listens, what one request may carry, and the eval
+    reports it serves."""
 
     title = "API"
 
@@ -381,11 +385,26 @@ class ApiSettings(Concern):
         4096, gt=0, description="Characters of one question; longer get 422."
     )
     max_documents_per_request: int = Field(
-        256, gt=0, description="Documents per /v1/ingest; more get 413."
+        256,
+        gt=0,
+        description="Documents per /v1/ingest and files per /v1/files; more get 413. The files "
+        "of one upload hold at most as many documents together.",
     )
     ingest_queue_size: int = Field(
         8, ge=1, description="Delete requests that may wait; more get 503 + Retry-After."
     )
+    reports_dir: Path | None = Field(
+        DEFAULT_REPORTS_DIR,
+        description="Folder of eval HTML reports that /v1/reports lists and serves (and "
+        "`grounded eval ladder` writes to by default); empty = serve none.",
+    )
+
+    @field_validator("reports_dir", mode="before")
+    @classmethod
+    def _no_reports_dir_when_blank(cls, value: Any) -> Any:
+        # An empty GROUNDED_REPORTS_DIR would otherwise be Path(""), the working directory:
+        # serving every HTML file under it is not what "empty" means.
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class AuthSettings(Concern):

@@ -9,6 +9,19 @@ venv=.venv
 stamp="$venv/.grounded-installed${extras:+-$extras}"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 
+# The playground's browser tests drive Debian's Chromium through its chromedriver (checked
+# before the stamp: a system package can go missing while the venv stays).
+if [ "$extras" = "test" ] && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium and chromedriver (Debian packages)…" >&2
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends chromium chromium-driver fonts-dejavu-core; } >/dev/null
+  else
+    echo "note: the browser tests need chromium and chromedriver: run as root" \
+      "'apt-get install chromium chromium-driver'" >&2
+  fi
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "import ingest, service" 2>/dev/null; then
   exit 0
 fi

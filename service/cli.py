@@ -535,7 +535,8 @@ def serve(
             {"query": "How do I ingest documents?", "collection": settings.collection, "top_k": 3}
         )
         err.print(
-            f"\n[green]grounded is ready[/green] at {base} (API docs: {base}/docs). Try:\n\n"
+            f"\n[green]grounded is ready[/green] at {base}: open the playground at {base}/ "
+            f"(API docs: {base}/docs), or try:\n\n"
             f"  curl -s {base}/v1/query -H 'Content-Type: application/json'{key_header} "
             f"-d '{body}'\n",
             highlight=False,

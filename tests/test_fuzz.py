@@ -12,9 +12,16 @@ from the schema) and ``MAX_EXAMPLES`` generated cases, valid and invalid, with a
 
 Random data rarely gets past validation to an answer, so ``test_known_requests_conform`` sends
 the requests that do (answers, ``stream: true`` on ``/v1/query`` and ``/v1/chat/completions``,
-whose Server-Sent Events schemathesis reads up to its event limit) and the errors fuzzing seldom
-reaches (404, 413) through the same checks. Nothing is left out: every operation in the schema is
-fuzzed, streaming variants included.
+whose Server-Sent Events schemathesis reads up to its event limit, a report by an id the listing
+gave) and the errors fuzzing seldom reaches (404, 413) through the same checks. Nothing is left
+out: every operation in the schema is fuzzed, streaming variants included.
+
+``POST /v1/files`` takes ``multipart/form-data``. schemathesis generates for it (each item of the
+``files`` array becomes a part with a file name, the field's name plus the extension of a file
+format it recognises, such as ``files`` or ``files.pdf``), so the operation is fuzzed like the
+others; but no generated name has a suffix the loaders read, so every generated upload is refused
+(422). The known requests send real files (``.md``, ``.txt``, a bad type, too many for the body)
+as the transport's ``files``, to reach the 202 and check its body against the schema too.
 
 The app is built like ``test_api.py``'s: a :class:`RagPipeline` over an Edge shard in a
 temporary directory with the real MiniLM embedder and a small collection, auth at its default
@@ -48,6 +55,7 @@ from ingest.index import EdgeIndex
 from ingest.settings import Settings
 from service.api.app import create_app
 from service.pipeline import RagPipeline
+from service.reports import report_id
 
 pytestmark = pytest.mark.slow  # hundreds of generated requests per operation
 
@@ -76,6 +84,7 @@ HOSTILE_STRINGS = [
 HOSTILE_INTEGERS = [BEYOND_INT64, -(2**63) - 1, 2**63 - 1, 0, -1]
 MAX_BODY_BYTES = 4_096  # small, so that fuzzed bodies reach the 413 too
 NESTING = 12  # folders between the sandbox and the data directory: room for ``../`` names
+REPORT = "ladder-kb/ladder.html"  # under the sandbox's reports folder
 
 
 def request_headers() -> dict[str, str]:
@@ -104,8 +113,15 @@ def sandbox(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[S
     data_dir = root.joinpath(*(f"d{i}" for i in range(NESTING)), "data")
     outside = root / "outside"
     outside.mkdir(parents=True)
+    reports = root / "reports"
+    (reports / REPORT).parent.mkdir(parents=True)
+    (reports / REPORT).write_text("<!doctype html><title>Retrieval ladder: kb</title><p>0.61</p>")
     settings_ = Settings(
-        data_dir=data_dir, collection="kb", max_top_k=20, max_body_bytes=MAX_BODY_BYTES
+        data_dir=data_dir,
+        collection="kb",
+        max_top_k=20,
+        max_body_bytes=MAX_BODY_BYTES,
+        reports_dir=reports,
     )
     pipeline = RagPipeline.from_settings(settings_, index=EdgeIndex(data_dir), embedder=embedder)
     pipeline.ingest(DOCS, "kb")
@@ -199,7 +215,9 @@ def test_every_operation_conforms(case: Any, sandbox: Sandbox) -> None:
 
 
 CHAT = [{"role": "user", "content": "What do bees share?"}]
-KNOWN = [
+Files = list[tuple[str, bytes]]
+"""A multipart body: the parts of the ``files`` field, as (file name, content)."""
+KNOWN: list[tuple[str, str, dict[str, str], dict[str, Any] | Files | None, int]] = [
     ("GET", "/healthz", {}, None, 200),
     ("GET", "/v1/collections", {}, None, 200),
     ("GET", "/v1/models", {}, None, 200),
@@ -221,27 +239,53 @@ KNOWN = [
     ("GET", "/v1/jobs/{job_id}", {"job_id": "0" * 32}, None, 404),
     ("DELETE", "/v1/jobs/{job_id}", {"job_id": "0" * 32}, None, 404),
     ("POST", "/v1/delete", {}, {"doc_ids": ["rome"]}, 200),
+    ("GET", "/v1/info", {}, None, 200),
+    ("GET", "/v1/reports", {}, None, 200),
+    ("GET", "/v1/reports/{report_id}", {"report_id": report_id(REPORT)}, None, 200),
+    ("GET", "/v1/reports/{report_id}", {"report_id": "0" * 16}, None, 404),
+    (
+        "POST",
+        "/v1/files",
+        {},
+        [("ants.md", b"# Ants\n\nAnts farm fungi."), ("n.txt", b"Owls.")],
+        202,
+    ),
+    ("POST", "/v1/files", {}, [("ants.md", b"Ants."), ("tool.exe", b"MZ")], 202),
+    ("POST", "/v1/files", {}, [("tool.exe", b"MZ"), ("empty.md", b"")], 422),
+    ("POST", "/v1/files", {}, [("big.txt", b"x" * MAX_BODY_BYTES)], 413),
 ]
+
+
+def _known_id(method: str, path: str, body: object, status: int) -> str:
+    if isinstance(body, list):
+        return f"{method} {path} {status} {'+'.join(name for name, _ in body)}"
+    stream = isinstance(body, dict) and body.get("stream")
+    return f"{method} {path} {status}{' stream' if stream else ''}"
 
 
 @pytest.mark.parametrize(
     ("method", "path", "path_parameters", "body", "status"),
     KNOWN,
-    ids=[f"{m} {p} {s}{' stream' if b and b.get('stream') else ''}" for m, p, _, b, s in KNOWN],
+    ids=[_known_id(m, p, b, s) for m, p, _, b, s in KNOWN],
 )
 def test_known_requests_conform(
     api_schema: Any,
     method: str,
     path: str,
     path_parameters: dict[str, str],
-    body: dict[str, Any] | None,
+    body: dict[str, Any] | Files | None,
     status: int,
 ) -> None:
-    """The paths random data rarely reaches (answers, streams, 404, 413) meet the same checks."""
+    """The paths random data rarely reaches (answers, streams, uploads, 404, 413) meet the same
+    checks. A multipart body goes to the transport as ``files``, since a generated case names
+    its file parts after the field, not as a client would."""
     operation = api_schema[path][method]
     kwargs: dict[str, Any] = {"path_parameters": path_parameters}
-    if body is not None:
+    transport: dict[str, Any] = {}
+    if isinstance(body, list):
+        transport["files"] = [("files", part) for part in body]
+    elif body is not None:
         kwargs.update(body=body, media_type="application/json")
     case = operation.Case(**kwargs)
-    response = case.call_and_validate(headers=request_headers(), checks=CHECKS)
+    response = case.call_and_validate(headers=request_headers(), checks=CHECKS, **transport)
     assert response.status_code == status, response.text

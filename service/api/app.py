@@ -1,7 +1,7 @@
 """The FastAPI application: thin routes over one :class:`~service.pipeline.RagPipeline`.
 
 Domain errors are mapped to HTTP statuses here, once: bad names and requests 422, oversize
-requests 413, unknown collections and jobs 404, cancelling a finished job 409, missing or
+requests 413, unknown collections, jobs and reports 404, cancelling a finished job 409, missing or
 unknown keys 401, missing scopes 403, spent rate limits 429 and a full write or job queue 503
 (both with ``Retry-After``).
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import redis
@@ -40,11 +41,12 @@ from ..auth import (
 from ..errors import InvalidRequest, PayloadTooLarge
 from ..jobs import JobFinished, JobNotFound, JobService, JobsUnavailable, build_job_service
 from ..pipeline import NotConfigured, RagPipeline
+from ..reports import ReportNotFound
 from ..write_queue import QueueFull, WriteQueue
 from .deps import authorized
 from .errors import document_errors, validation_error_handler
 from .observability import install_observability
-from .routes import chat, collections, documents, search
+from .routes import chat, collections, documents, files, info, playground, reports, search
 from .routes import jobs as job_routes
 
 
@@ -130,6 +132,15 @@ async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
 
+def package_version() -> str:
+    """grounded's installed version: the one pyproject.toml names, reported by the OpenAPI
+    schema and ``GET /v1/info`` (a source checkout that was never installed says so)."""
+    try:
+        return version("grounded")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def auth_enabled(settings: Settings) -> bool:
     """``auth = "auto"`` means on exactly when the API binds beyond loopback."""
     if settings.auth == "auto":
@@ -174,7 +185,7 @@ def create_app(
 
     app = FastAPI(
         title="grounded",
-        version="0.1.0",
+        version=package_version(),
         description="Answers grounded in your own documents, with citations.",
         lifespan=lifespan,
     )
@@ -187,6 +198,10 @@ def create_app(
     app.include_router(job_routes.router)
     app.include_router(collections.router)
     app.include_router(chat.router)
+    app.include_router(info.router)
+    app.include_router(files.router)
+    app.include_router(reports.router)
+    app.include_router(playground.router)  # last: the page, after every route it calls
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(ValidationError, _model_error)
     app.add_exception_handler(InvalidName, _error(422))
@@ -194,6 +209,7 @@ def create_app(
     app.add_exception_handler(PayloadTooLarge, _error(413))
     app.add_exception_handler(CollectionNotFound, _error(404))
     app.add_exception_handler(JobNotFound, _error(404))
+    app.add_exception_handler(ReportNotFound, _error(404))
     app.add_exception_handler(JobFinished, _error(409))
     app.add_exception_handler(IncompatibleCollection, _error(409))
     app.add_exception_handler(IndexProblem, _error(400))

@@ -74,12 +74,12 @@ _RETRY_AFTER = {
 }
 
 ERROR_RESPONSES: dict[int, str] = {
-    400: "The body could not be read as JSON, or the index refused the request.",
+    400: "The body could not be read (as JSON or multipart), or the index refused the request.",
     401: "No valid API key (only when auth is on).",
     403: "The API key lacks the scope this operation needs.",
-    404: "The collection, model or job does not exist (for this caller).",
+    404: "The collection, model, job or report does not exist (for this caller).",
     409: "The collection was built with another embedding model, or the job already finished.",
-    413: "The request body, a document or the number of documents is over the limit.",
+    413: "The request body, a document, or the number of documents or files is over the limit.",
     422: "The request is invalid; ``errors`` lists each problem when validation found them.",
     429: "Too many requests for this API key; see ``Retry-After``.",
     500: "Unexpected failure; ``detail`` is generic, ``request_id`` finds it in the log.",
@@ -88,7 +88,8 @@ ERROR_RESPONSES: dict[int, str] = {
 """Each error status grounded sends and what it means; :func:`document_errors` says which
 operations can send which."""
 
-_WRITE_PATHS = ("/v1/ingest", "/v1/delete")  # and every DELETE: writes wait in a bounded queue
+# And every DELETE: writes wait in a bounded queue, ingest jobs in a bounded job store.
+_WRITE_PATHS = ("/v1/ingest", "/v1/files", "/v1/delete")
 
 
 def _error_statuses(
@@ -103,8 +104,11 @@ def _error_statuses(
     if "requestBody" in operation:
         statuses |= {400, 413}
     properties = (body or {}).get("properties", {})
-    if "{collection}" in path or "collection" in properties:
+    parameters = {p.get("name") for p in operation.get("parameters", []) if isinstance(p, dict)}
+    if "{collection}" in path or "collection" in properties or "collection" in parameters:
         statuses |= {400, 404, 409}
+    if "{report_id}" in path:
+        statuses.add(404)
     if "{job_id}" in path:
         statuses.add(404)
         if method == "delete":
@@ -141,6 +145,11 @@ def _is_referenced(openapi: dict[str, Any], name: str) -> bool:
     return f'"#/components/schemas/{name}"' in json.dumps(openapi)
 
 
+def _is_fastapi_422(response: dict[str, Any]) -> bool:
+    """FastAPI's own 422 (``HTTPValidationError``), not one a route documents itself."""
+    return "#/components/schemas/HTTPValidationError" in json.dumps(response)
+
+
 def _rewrite(openapi: dict[str, Any]) -> None:
     """Describe grounded's error bodies in ``openapi`` (in place)."""
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
@@ -159,7 +168,9 @@ def _rewrite(openapi: dict[str, Any]) -> None:
                 statuses.add(422)
             for status in sorted(statuses):
                 key = str(status)
-                if status == 422 or key not in responses:  # FastAPI's 422 body is not ours
+                # FastAPI's 422 body is not ours; a 422 a route documents (a subclass of
+                # ErrorBody, as POST /v1/files does) is kept like any other status it documents.
+                if key not in responses or (status == 422 and _is_fastapi_422(responses[key])):
                     responses[key] = _response(status)
     for name in ("HTTPValidationError", "ValidationError"):
         if name in schemas and not _is_referenced(openapi, name):
@@ -173,7 +184,8 @@ def document_errors(app: FastAPI) -> None:
     dropped), and each operation documents the other error statuses it can send, all with
     :class:`ErrorBody`: 500 everywhere; 401, 403 and 429 on ``/v1`` routes; 400 and 413 where
     there is a request body; 422 where there is a body or parameters; 400, 404 and 409 where the
-    request names a collection; 503 on writes (``/v1/ingest``, ``/v1/delete`` and every
+    request names a collection (in the path, the body or the query); 404 where it names a job or
+    a report; 503 on writes (``/v1/ingest``, ``/v1/files``, ``/v1/delete`` and every
     ``DELETE``). Responses a route documents itself are kept, apart from FastAPI's 422.
 
     Call it once, in ``create_app``. The rewrite happens when FastAPI builds the schema (on first

@@ -19,6 +19,8 @@ from ingest.index import FieldFilter
 from ingest.index.base import FILTERABLE_FIELDS, Fusion, Mode
 from ingest.names import CollectionName
 
+from .errors import ErrorBody
+
 # Every request model refuses NaN/Infinity and unknown fields (chat keeps OpenAI's extras).
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -292,3 +294,90 @@ class IngestReportOut(BaseModel):
     errors: list[JobProblem]
     skipped: list[JobProblem]
     seconds: float
+
+
+# GET /v1/info -----------------------------------------------------------------------------
+
+
+class SearchDefaults(BaseModel):
+    """What a search or question gets for each option it leaves unset."""
+
+    top_k: int
+    mode: Mode
+    fusion: Fusion
+    rrf_k: int
+    multi_query: int = Field(description="LLM rephrasings; 0 = off.")
+    hyde: bool
+    rerank: bool = Field(description="On by default exactly when a reranker is configured.")
+
+
+class UploadLimits(BaseModel):
+    """What ``POST /v1/files`` accepts."""
+
+    max_files: int = Field(description="Files per request (GROUNDED_MAX_DOCUMENTS_PER_REQUEST).")
+    max_file_bytes: int = Field(description="Bytes per file (GROUNDED_MAX_FILE_BYTES).")
+    max_request_bytes: int = Field(
+        description="Bytes of the whole request, every file together (GROUNDED_MAX_BODY_BYTES)."
+    )
+    suffixes: list[str] = Field(description="File types the loaders read, e.g. '.md'.")
+
+
+class InfoOut(BaseModel):
+    """What this server offers, for a client drawing its controls (the playground)."""
+
+    version: str
+    default_collection: str
+    embedding_model: str
+    generator: Literal["llm", "extractive"] = Field(
+        description="The generator /v1/query uses when the request names none."
+    )
+    llm_model: str | None = Field(
+        description="The configured LLM model; None without an LLM, or when the endpoint's "
+        "first model is used (not looked up: this route never calls the LLM)."
+    )
+    reranker: str | None = Field(description="The reranker's name; None when none is configured.")
+    transforms: bool = Field(description="Multi-query and HyDE are possible (an LLM is there).")
+    defaults: SearchDefaults
+    upload: UploadLimits
+    reports: bool = Field(description="A reports folder is configured and exists.")
+
+
+# POST /v1/files ---------------------------------------------------------------------------
+
+
+class FileResult(BaseModel):
+    """How one uploaded file went. A JSON Lines file can have documents and an ``error`` (the
+    lines that failed)."""
+
+    name: str = Field(description="The file's base name: the id and source of its document.")
+    documents: int = Field(description="Documents the file added to the job.")
+    error: str | None = Field(description="Why the file (or some of its lines) failed.")
+
+
+class UploadOut(BaseModel):
+    """``POST /v1/files``: the ingest job of the files that loaded, and how each file went."""
+
+    job: JobOut
+    files: list[FileResult]
+
+
+class UploadRejected(ErrorBody):
+    """A 422 of ``POST /v1/files``: no file produced a document (``files`` says why for each),
+    or the request itself was invalid (``errors``)."""
+
+    files: list[FileResult] | None = Field(
+        None, description="Each file and why it failed, when no file produced a document."
+    )
+
+
+# GET /v1/reports --------------------------------------------------------------------------
+
+
+class ReportOut(BaseModel):
+    """An eval HTML report; ``GET /v1/reports/{id}`` serves it."""
+
+    id: str = Field(description="First 16 hex digits of the SHA-256 of ``path``.")
+    title: str = Field(description="The page's <title>, else its path.")
+    path: str = Field(description="Relative to the reports folder, '/'-separated; for display.")
+    modified: str = Field(description="Last modified, ISO 8601 in UTC.")
+    bytes: int
