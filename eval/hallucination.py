@@ -1,6 +1,6 @@
 """An offline hallucination detector: is each claim of an answer supported by its context?
 
-No judge model. An answer is split into claims (sentences, by :mod:`service.sentences`, the
+No judge model. An answer is split into claims (sentences, by :mod:`ingest.sentences`, the
 splitter the service uses); each claim gets a support score in [0, 1] from four signals:
 
 - **lexical**: share of the claim's content terms that the question did not already give and
@@ -33,7 +33,7 @@ import numpy as np
 import qdrant_edge
 
 from ingest.embedding import Embedder
-from service.sentences import sentences
+from ingest.sentences import sentences
 
 WEIGHTS = {"lexical": 0.4, "entities": 0.25, "numbers": 0.15, "semantic": 0.2}
 

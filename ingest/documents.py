@@ -50,6 +50,9 @@ class Chunk:
     headings: tuple[str, ...] = ()
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Where each whole sentence of ``text`` starts, relative to ``start`` (empty for a piece of a
+    # sentence too long for one chunk): stored so that answers need not split text at query time.
+    sentences: tuple[int, ...] = ()
 
     @property
     def context(self) -> str:

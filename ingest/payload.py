@@ -4,8 +4,10 @@ and ``grounded doctor`` read back.
 A point's payload is the flat dict of :class:`StoredChunk`'s fields, in that order, written by
 :func:`chunk_payload`. Some fields have an engine index (:data:`KEYWORD_FIELDS`,
 :data:`INTEGER_FIELDS`, and :data:`TENANT` with ``is_tenant``); the API filters on
-:data:`FILTERABLE_FIELDS`; re-ingest reads :data:`STATE_FIELDS`. Nothing here imports
-``ingest.index`` (which imports this).
+:data:`FILTERABLE_FIELDS`; re-ingest reads :data:`STATE_FIELDS`. ``sentences`` (where each
+whole sentence of the text starts, relative to it) lets extractive answers quote sentences
+without splitting text at query time; points written before it existed read as ``None``, and
+their readers split. Nothing here imports ``ingest.index`` (which imports this).
 
 Example::
 
@@ -40,6 +42,9 @@ class StoredChunk:
     start: int
     end: int
     metadata: dict[str, Any]
+    # Where each whole sentence of ``text`` starts, relative to it: extractive answers quote
+    # sentences without splitting text at query time. None: written before grounded stored them.
+    sentences: list[int] | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELDS}
@@ -62,6 +67,7 @@ class StoredChunk:
             start=int(payload.get("start", 0)),
             end=int(payload.get("end", 0)),
             metadata=dict(payload.get("metadata") or {}),
+            sentences=_sentence_starts(payload.get("sentences"), len(str(payload.get("text", "")))),
         )
 
 
@@ -96,7 +102,27 @@ def chunk_payload(
         start=chunk.start,
         end=chunk.end,
         metadata=chunk.metadata,
+        sentences=list(chunk.sentences),
     ).to_payload()
+
+
+def _sentence_starts(value: Any, length: int) -> list[int] | None:
+    """Stored sentence starts if they are usable (increasing offsets inside the text), else None,
+    which makes readers split the text themselves, as for points written before they existed."""
+    if not isinstance(value, list):
+        return None
+    starts: list[int] = []
+    for item in value:
+        # JSON engines may hand integers back as floats.
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            return None
+        if isinstance(item, float) and not item.is_integer():
+            return None
+        start = int(item)
+        if not (starts[-1] if starts else -1) < start < max(length, 1):
+            return None
+        starts.append(start)
+    return starts
 
 
 def payload_problem(payload: Mapping[str, Any]) -> str | None:

@@ -1,7 +1,7 @@
 """Citations for answers whose model wrote none: each sentence is matched to its best block.
 
 Small local models often ignore the ``[n]`` instruction. Rather than return an answer that
-cannot be checked, grounded splits it into sentences (:mod:`service.sentences`) and scores each
+cannot be checked, grounded splits it into sentences (:mod:`ingest.sentences`) and scores each
 against every context block (:func:`service.prompts.format_block`) in two ways: cosine similarity
 of their embeddings (the retrieval model), and the share of the sentence's content words and
 numbers, those not already in the question, that the block contains (short answers such as
@@ -24,10 +24,10 @@ import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from ingest.embedding import Embedder
+from ingest.sentences import sentence_spans
 
 from .prompts import format_block
 from .retrieval import RetrievedChunk
-from .sentences import sentence_spans
 
 
 class Attributor:

@@ -35,7 +35,7 @@ class SearchParams:
     collection: str
     top_k: int = 10
     mode: Mode = "hybrid"
-    fusion: Fusion = "rrf"
+    fusion: Fusion = "dbsf"  # Settings.fusion's default, chosen in #14 (README, measuring)
     filters: tuple[FieldFilter, ...] = ()
     rrf_k: int | None = None
     dense_weight: float | None = None
@@ -63,6 +63,9 @@ class RetrievedChunk:
     # Cosine similarity of the question and this chunk's dense vector, whatever the mode, filled
     # when the abstention floor is set: fused and BM25 scores have no fixed scale.
     similarity: float | None = None
+    # Where each whole sentence of ``text`` starts (see ingest.payload); None for points written
+    # before ingest stored them.
+    sentences: list[int] | None = None
 
     @classmethod
     def from_hit(cls, rank: int, hit: Hit, similarity: float | None = None) -> RetrievedChunk:
@@ -81,6 +84,7 @@ class RetrievedChunk:
             headings=stored.headings,
             metadata=stored.metadata,
             similarity=similarity,
+            sentences=stored.sentences,
         )
 
 

@@ -194,7 +194,7 @@ def test_prompt_mentions_only_packed_blocks(tmp_path: Path, embedder: Embedder) 
 def test_sentence_offsets_are_right_under_concurrency() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.sentences import sentence_spans
+    from ingest.sentences import sentence_spans
 
     texts = [
         f"Doc {i} starts here. It has a second sentence {i}. And a third." * 3 for i in range(64)

@@ -3,9 +3,9 @@
 from eval.report import image, page, table, td, tr
 from ingest.documents import Chunk, chunk_context
 from ingest.embedding import SentenceTransformerEmbedder
+from ingest.sentences import sentence_spans, sentences
 from service.prompts import block_label, format_block
 from service.retrieval import RetrievedChunk
-from service.sentences import sentence_spans, sentences
 
 
 def _retrieved(title: str, headings: list[str], text: str = "Body.") -> RetrievedChunk:

@@ -62,6 +62,9 @@ def test_payload_written_by_the_ingestor_reads_back_into_the_same_chunk(
             "metadata",
         ):
             assert getattr(got, name) == getattr(chunk, name), name
+        # Sentence starts come back as the ints they were (both engines store JSON).
+        assert got.sentences == list(chunk.sentences) and got.sentences
+        assert all(type(s) is int for s in got.sentences)
     assert all(list(p) == list(FIELDS) and payload_problem(p) is None for p in payloads.values())
 
     # Retrieval hands out exactly the stored fields.
@@ -108,6 +111,26 @@ def test_old_payloads_read_leniently() -> None:
         {},
     )
     assert (stored.chunk_index, stored.start, stored.end) == (2, 0, 0)
+    assert stored.sentences is None  # written before sentences were stored: readers split
+
+
+@pytest.mark.parametrize(
+    ("sentences", "read"),
+    [
+        ([0, 5], [0, 5]),
+        ([0.0, 5.0], [0, 5]),  # an engine that hands integers back as floats
+        ([], []),  # a piece of an over-long sentence: no whole sentence
+        ([0, 5, 5], None),  # not increasing
+        ([0, 11], None),  # outside the text
+        ([0, 2.5], None),
+        ([True], None),
+        ("0,5", None),
+        (None, None),
+    ],
+)
+def test_stored_sentence_starts_are_used_only_when_usable(sentences: Any, read: Any) -> None:
+    payload = {"doc_id": "d", "chunk_index": 0, "text": "One. Two.!", "sentences": sentences}
+    assert StoredChunk.from_payload(payload).sentences == read
 
 
 def test_indexed_fields_are_payload_fields() -> None:
