@@ -23,7 +23,7 @@ from ingest.index import IndexProblem
 from ingest.settings import DEFAULT_REPORTS_DIR, Settings
 from service.pipeline import RagPipeline
 
-from .datasets import DatasetError, load_beir
+from .datasets import BeirDataset, DatasetError, load_beir
 from .metrics import METRICS
 from .retrieval import MODES, evaluate_retrieval, prepare_index
 
@@ -49,7 +49,7 @@ def retrieval(
         Path, typer.Option("--dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
     ],
     mode: Annotated[str, typer.Option(help=f"all, or one of: {', '.join(MODES)}")] = "all",
-    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    split: Annotated[str, typer.Option(help="qrels split (dev falls back to train)")] = "test",
     limit: Annotated[int | None, typer.Option(help="only the first N judged queries")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
@@ -83,7 +83,7 @@ def retrieval(
             json.dumps(
                 {
                     "dataset": data.name,
-                    "split": split,
+                    "split": data.split,
                     "model": settings.embedding_model,
                     "modes": report,
                 }
@@ -91,7 +91,7 @@ def retrieval(
         )
         return
     table = Table(
-        title=f"{data.name} ({len(data.queries)} queries, {split}), {settings.embedding_model}"
+        title=f"{data.name} ({len(data.queries)} queries, {data.split}), {settings.embedding_model}"
     )
     table.add_column("mode")
     for metric in (*METRICS, "latency_p50_ms"):
@@ -149,6 +149,7 @@ def ladder(
     dataset: Annotated[Path, typer.Option("--dataset", help="BEIR folder")],
     chunk_sizes: Annotated[str, typer.Option(help="comma-separated chunk-size variants")] = "128",
     limit: Annotated[int | None, typer.Option(help="only the first N judged queries")] = None,
+    split: Annotated[str, typer.Option(help="qrels split (dev falls back to train)")] = "test",
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="report folder; default: <reports_dir>/ladder-<dataset>"),
@@ -161,7 +162,7 @@ def ladder(
 
     try:
         sizes = [int(s) for s in chunk_sizes.split(",") if s.strip()]
-        data = load_beir(dataset).limited(limit)
+        data = load_beir(dataset, split).limited(limit)
     except (ValueError, DatasetError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -330,3 +331,182 @@ def answers(
             table.add_row(key, "n/a" if value is None else f"{value}")
     out.print(table)
     out.print(f"judge: {summary['judge'] or 'none configured (ragas metrics skipped)'}")
+
+
+DATASETS_HOME = Path("../shared/datasets")
+
+
+@app.command("build-sets")
+def build_sets(
+    out_dir: Annotated[Path, typer.Option("--out", help="where the BEIR folders go")] = Path(
+        "eval-data/beir"
+    ),
+    xquad: Annotated[Path, typer.Option(help="XQuAD/SQuAD-format JSON")] = DATASETS_HOME
+    / "xquad_en"
+    / "xquad.en.json",
+    halueval: Annotated[Path, typer.Option(help="HaluEval qa_data.json (JSON Lines)")] = (
+        DATASETS_HOME / "halueval" / "qa_data.json"
+    ),
+    halueval_rows: Annotated[int, typer.Option(help="HaluEval rows sampled")] = 3000,
+    seed: Annotated[int, typer.Option(help="seed of the samples and splits")] = 14,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """BEIR folders (corpus, queries, qrels/dev.tsv and qrels/test.tsv) from XQuAD and HaluEval,
+    deterministic for a given seed."""
+    from .beir_build import build_halueval, build_xquad
+
+    built = []
+    for source in (xquad, halueval):
+        if not source.is_file():
+            err.print(f"[red]error:[/red] {source} is not a file")
+            raise typer.Exit(2)
+    built.append(build_xquad(xquad, out_dir, seed=seed))
+    built.append(build_halueval(halueval, out_dir, rows=halueval_rows, seed=seed))
+    if as_json:
+        out.print_json(json.dumps([b.to_dict() for b in built]))
+        return
+    table = Table("set", "documents", "dev queries", "test queries", "folder")
+    for b in built:
+        table.add_row(
+            b.name, str(b.documents), str(b.queries["dev"]), str(b.queries["test"]), str(b.path)
+        )
+    out.print(table)
+
+
+def _load_sets(datasets: list[Path], split: str, limit: int | None) -> list[BeirDataset]:
+    try:
+        return [load_beir(d, split).limited(limit) for d in datasets]
+    except DatasetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def compare(
+    dataset: Annotated[
+        list[Path], typer.Option("--dataset", help="BEIR folder; repeat for several sets")
+    ],
+    candidate: Annotated[
+        list[str],
+        typer.Option(
+            "--candidate",
+            help="settings to compare with today's, e.g. fusion=dbsf or "
+            "chunk_size=128,rrf_k=20 or aggregation=max+0.1; repeatable",
+        ),
+    ],
+    split: Annotated[str, typer.Option(help="qrels split (dev falls back to train)")] = "dev",
+    limit: Annotated[int | None, typer.Option(help="only the first N judged queries")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """Today's defaults against candidate settings on several sets: one table of nDCG@10,
+    deltas and the mean, and the candidate the selection rule picks."""
+    from .compare import RULE, choose, compare_markdown, parse_candidate
+    from .compare import compare as run_compare
+
+    try:
+        # Checked before the model loads, so a typo fails at once.
+        candidates = [parse_candidate(c) for c in candidate]
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    sets = _load_sets(dataset, split, limit)
+    pipeline = _open_pipeline(data_dir)
+    try:
+        with _progress(as_json or not err.is_terminal) as progress:
+            tasks: dict[str, TaskID] = {}
+
+            def indexed(name: str, label: str, done: int) -> None:
+                key = f"{name} ({label})"
+                if key not in tasks:
+                    total = next(len(s.corpus) for s in sets if s.name == name)
+                    tasks[key] = progress.add_task(f"indexing {key}", total=total)
+                progress.update(tasks[key], completed=done)
+
+            task = progress.add_task("querying", total=None)
+            report = run_compare(
+                pipeline, sets, candidates, lambda n: progress.advance(task, n), indexed
+            )
+    finally:
+        pipeline.close()
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    out.print(compare_markdown(report), markup=False)
+    chosen = choose(report)
+    out.print(f"rule: {RULE}", markup=False)
+    out.print(f"chosen: {chosen or 'none, keep the defaults'}", markup=False)
+
+
+@app.command()
+def abstention(
+    dataset: Annotated[
+        list[Path], typer.Option("--dataset", help="BEIR folder; at least two, repeatable")
+    ],
+    split: Annotated[str, typer.Option(help="qrels split (dev falls back to train)")] = "dev",
+    floor: Annotated[
+        float | None, typer.Option(help="report this floor (e.g. chosen on dev) as well")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N judged queries")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """False-abstention and false-answer rates of the similarity floor over a range of floors:
+    each set's queries against its own corpus (answerable) and the others' (unanswerable)."""
+    from .abstention import choose_floor, curve_markdown, default_floors, measure, rates
+
+    if len(dataset) < 2:
+        err.print(
+            "[red]error:[/red] give at least two --dataset: a set's questions asked against "
+            "another set's corpus are the unanswerable ones"
+        )
+        raise typer.Exit(2)
+    sets = _load_sets(dataset, split, limit)
+    pipeline = _open_pipeline(data_dir)
+    current = pipeline.settings.abstain_min_similarity
+    try:
+        with _progress(as_json or not err.is_terminal) as progress:
+            tasks: dict[str, TaskID] = {}
+
+            def indexed(name: str, done: int) -> None:
+                if name not in tasks:
+                    total = next(len(s.corpus) for s in sets if s.name == name)
+                    tasks[name] = progress.add_task(f"indexing {name}", total=total)
+                progress.update(tasks[name], completed=done)
+
+            task = progress.add_task(
+                "querying", total=len(sets) * sum(len(s.queries) for s in sets)
+            )
+            answerable, unanswerable = measure(
+                pipeline, sets, lambda n: progress.advance(task, n), indexed
+            )
+    finally:
+        pipeline.close()
+    floors = sorted({*default_floors(), *(f for f in (floor, current) if f is not None)})
+    curve = rates(answerable, unanswerable, floors)
+    chosen = choose_floor(curve)
+    at = {r.floor: r for r in curve}
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "split": [s.split for s in sets],
+                    "datasets": [s.name for s in sets],
+                    "chosen_by_rule": chosen.to_dict(),
+                    "requested": at[floor].to_dict() if floor is not None else None,
+                    "current_default": at[current].to_dict() if current is not None else None,
+                    "curve": [r.to_dict() for r in curve],
+                }
+            )
+        )
+        return
+    out.print(curve_markdown(curve, chosen.floor), markup=False)
+    out.print(
+        f"rule: least false-abstention + false-answer; on this split it picks {chosen.floor} "
+        f"(false abstention {chosen.false_abstention:.4f}, false answer {chosen.false_answer:.4f})",
+        markup=False,
+    )
+    for label, value in (("requested", floor), ("current default", current)):
+        if value is not None:
+            r = at[value]
+            out.print(f"{label} floor {value}: " + json.dumps(r.to_dict()), markup=False)

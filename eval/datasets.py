@@ -27,6 +27,7 @@ class BeirDataset:
     corpus: list[Document]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    split: str = "test"
 
     def limited(self, n: int | None) -> BeirDataset:
         """The first ``n`` judged queries (the corpus stays whole, so scores stay comparable)."""
@@ -39,11 +40,33 @@ class BeirDataset:
             self.corpus,
             {q: self.queries[q] for q in keep},
             {q: self.qrels[q] for q in keep},
+            self.split,
         )
 
 
+# Where a set has no dev split, its train split stands in for it (SciFact: BEIR ships train and
+# test only); choosing defaults on train never touches the test queries.
+SPLIT_FALLBACKS = {"dev": "train"}
+
+
+def resolve_split(folder: Path, split: str) -> str:
+    """``split``, or its stand-in (dev -> train) when the folder has no qrels for it."""
+    qrels = Path(folder) / "qrels"
+    fallback = SPLIT_FALLBACKS.get(split)
+    if (
+        not (qrels / f"{split}.tsv").is_file()
+        and fallback
+        and (qrels / f"{fallback}.tsv").is_file()
+    ):
+        return fallback
+    return split
+
+
 def load_beir(folder: Path, split: str = "test") -> BeirDataset:
+    """A BEIR folder with the qrels of ``split`` (dev falls back to train, see
+    :func:`resolve_split`); ``BeirDataset.split`` names the qrels file read."""
     folder = Path(folder)
+    split = resolve_split(folder, split)
     corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
     qrels_path = folder / "qrels" / f"{split}.tsv"
     for path in (corpus_path, queries_path, qrels_path):
@@ -71,4 +94,4 @@ def load_beir(folder: Path, split: str = "test") -> BeirDataset:
         raise DatasetError(
             f"{len(missing)} judged queries are not in queries.jsonl, e.g. {missing[0]}"
         )
-    return BeirDataset(folder.name, folder, corpus, {q: queries[q] for q in qrels}, qrels)
+    return BeirDataset(folder.name, folder, corpus, {q: queries[q] for q in qrels}, qrels, split)

@@ -17,11 +17,15 @@ import hashlib
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ingest.build import build_chunker
 from ingest.documents import Document
+from ingest.embedding import Embedder
 from ingest.pipeline import IngestReport
 from service.pipeline import RagPipeline
 from service.retrieval import SearchParams, doc_ranking
@@ -43,8 +47,10 @@ Tick = Callable[[int], None]
 
 def collection_for(name: str, path: Path, pipeline: RagPipeline) -> str:
     """One collection per corpus, embedding model and chunking: the eval's index cache."""
-    s = pipeline.settings
-    key = f"{path.resolve()}|{pipeline.embedder.name}|{s.chunk_size}|{s.chunk_overlap}"
+    # The chunker's signature names how chunks are cut (and its size and overlap), so a cache
+    # built by another chunker is never reused, nor rebuilt in place.
+    signature = build_chunker(pipeline.settings, pipeline.embedder).signature
+    key = f"{path.resolve()}|{pipeline.embedder.name}|{signature}"
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:32]
     return f"eval-{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
@@ -65,6 +71,20 @@ def prepare_index(
     pipeline: RagPipeline, dataset: BeirDataset, progress: Callable[[int, int], None] | None = None
 ) -> tuple[str, IngestReport]:
     return index_corpus(pipeline, dataset.name, dataset.path, dataset.corpus, progress)
+
+
+def query_vectors(embedder: Embedder, queries: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Every query's embedding, computed in batches once per dataset.
+
+    Comparing many settings on one dataset asks the same questions again and again, and on a
+    busy CPU one-at-a-time embedding is most of a query's cost (0.1-0.5 s here, against a few ms
+    for the search). When queries and passages share a prefix (the default: none), a batch
+    through ``embed_documents`` is the same computation as ``embed_query``; otherwise each query
+    goes through ``embed_query``."""
+    ids, texts = list(queries), list(queries.values())
+    if getattr(embedder, "query_prefix", "") == getattr(embedder, "passage_prefix", ""):
+        return dict(zip(ids, embedder.embed_documents(texts), strict=True))
+    return {qid: embedder.embed_query(text) for qid, text in zip(ids, texts, strict=True)}
 
 
 def run_queries(

@@ -128,7 +128,7 @@ def test_info_describes_the_served_pipeline(served: Served) -> None:
         "defaults": {
             "top_k": 10,
             "mode": "hybrid",
-            "fusion": "rrf",
+            "fusion": "dbsf",
             "rrf_k": 60,
             "multi_query": 0,
             "hyde": False,

@@ -21,13 +21,13 @@ def test_env_then_config_file_then_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "conf.toml"
-    config.write_text('data_dir = "/srv/g"\nchunk_size = 200\nfusion = "dbsf"\n')
+    config.write_text('data_dir = "/srv/g"\nchunk_size = 200\nfusion = "rrf"\n')
     monkeypatch.setenv("GROUNDED_CONFIG", str(config))
     monkeypatch.setenv("GROUNDED_CHUNK_SIZE", "128")
     monkeypatch.setenv("GROUNDED_QDRANT_URL", "http://qdrant:6333")
     s = Settings()
     assert s.chunk_size == 128  # env beats file
-    assert s.data_dir == Path("/srv/g") and s.fusion == "dbsf"  # file beats defaults
+    assert s.data_dir == Path("/srv/g") and s.fusion == "rrf"  # file beats defaults (dbsf)
     assert s.uses_server
     assert Settings(chunk_size=96).chunk_size == 96  # flags beat env
 

@@ -1,0 +1,145 @@
+"""`grounded eval compare`: candidates parsed and checked, document aggregation by hand, the
+selection rule, and the one-table report on two tiny sets."""
+
+import json
+from pathlib import Path
+
+import pytest
+from support.cli_runner import grounded
+from typer.testing import CliRunner
+
+from eval.aggregation import aggregate
+from eval.cli import app as eval_app
+from eval.compare import (
+    BASELINE,
+    Candidate,
+    CompareReport,
+    DatasetResult,
+    choose,
+    compare,
+    compare_markdown,
+    parse_candidate,
+)
+from eval.datasets import load_beir
+from ingest.embedding import SentenceTransformerEmbedder
+from ingest.index import EdgeIndex
+from ingest.settings import Settings
+from service.pipeline import RagPipeline
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_aggregation_by_hand() -> None:
+    hits = [("a", 0.5), ("b", 0.45), ("a", 0.3), ("a", 0.1), ("c", 0.2)]
+    assert aggregate(hits, "max") == {"a": 0.5, "b": 0.45, "c": 0.2}
+    plus = aggregate(hits, "max+0.5")  # best + half the second best, the rest ignored
+    assert plus == pytest.approx({"a": 0.65, "b": 0.45, "c": 0.2})
+    assert aggregate(hits, "sum") == pytest.approx({"a": 0.9, "b": 0.45, "c": 0.2})
+    assert aggregate([], "max+0.1") == {}
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        aggregate(hits, "max+2")
+
+
+def test_parse_candidate() -> None:
+    c = parse_candidate("fusion=dbsf, rrf_k=20,aggregation=max+0.1")
+    assert c.overrides == {"fusion": "dbsf", "rrf_k": 20} and c.aggregation == "max+0.1"
+    small = parse_candidate("chunk_size=64")
+    assert small.settings(Settings()).chunk_overlap == 16  # kept below chunk_size / 2
+    for bad, message in [
+        ("fusion=maybe", "fusion=maybe"),
+        ("top_k=3", "cannot be compared"),
+        ("rrf_k", "not key=value"),
+        ("aggregation=max", "changes nothing"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_candidate(bad)
+
+
+def _report(scores: dict[str, dict[str, float]]) -> CompareReport:
+    """Hand-made nDCG@10 per dataset: {dataset: {label: value}}."""
+    labels = [label for label in next(iter(scores.values())) if label != BASELINE]
+    results = [
+        DatasetResult(name, "dev", 10, {label: {"ndcg@10": v} for label, v in by_label.items()})
+        for name, by_label in scores.items()
+    ]
+    return CompareReport([Candidate(label) for label in labels], results, {})
+
+
+def test_rule_best_mean_without_losing_more_than_tolerance() -> None:
+    report = _report(
+        {
+            "s1": {BASELINE: 0.70, "big": 0.80, "steady": 0.72, "slight": 0.696},
+            "s2": {BASELINE: 0.50, "big": 0.49, "steady": 0.51, "slight": 0.55},
+        }
+    )
+    # "big" has the best mean but loses 0.01 on s2; "slight" loses 0.004, within tolerance
+    assert choose(report) == "slight"
+    assert report.to_dict()["mean_delta"] == {"big": 0.045, "steady": 0.015, "slight": 0.023}
+    assert choose(_report({"s": {BASELINE: 0.7, "worse": 0.69}})) is None
+
+
+def test_table_has_one_row_per_dataset_and_the_mean() -> None:
+    report = _report({"s1": {BASELINE: 0.7, "x": 0.75}, "s2": {BASELINE: 0.5, "x": 0.48}})
+    lines = compare_markdown(report).splitlines()
+    assert len(lines) == 2 + 2 + 1
+    assert lines[2] == "| s1 (dev, 10) | 0.7000 | 0.7500 | +0.0500 |"
+    assert lines[3] == "| s2 (dev, 10) | 0.5000 | 0.4800 | -0.0200 |"
+    assert lines[4] == "| **mean** | 0.6000 | 0.6150 | +0.0150 |"
+
+
+def test_compare_on_two_sets(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    from eval.beir_build import build_xquad
+
+    xquad = build_xquad(FIXTURES / "squad_mini.json", tmp_path / "sets").path
+    sets = [load_beir(FIXTURES / "mini_beir"), load_beir(xquad, "test")]
+    settings = Settings(data_dir=tmp_path / "data")
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(tmp_path / "data"), embedder=embedder
+    )
+    indexed: set[tuple[str, str]] = set()
+    try:
+        candidates = [parse_candidate("fusion=dbsf"), parse_candidate("aggregation=max+0.1")]
+        report = compare(
+            pipeline, sets, candidates, index_progress=lambda d, label, _n: indexed.add((d, label))
+        )
+    finally:
+        pipeline.close()
+    # fusion and aggregation candidates reuse the baseline's index: one index per set
+    assert indexed == {("mini_beir", BASELINE), ("xquad-en", BASELINE)}
+    assert [(r.dataset, r.split) for r in report.results] == [
+        ("mini_beir", "test"),
+        ("xquad-en", "test"),
+    ]
+    for r in report.results:
+        for c in candidates:
+            expected = r.scores[c.label]["ndcg@10"] - r.scores[BASELINE]["ndcg@10"]
+            assert r.delta(c.label) == pytest.approx(expected, abs=1e-4)
+    assert report.results[0].scores[BASELINE]["ndcg@10"] > 0.8
+
+
+def test_compare_command(tmp_path: Path) -> None:
+    from eval.beir_build import build_halueval, build_xquad
+
+    build_xquad(FIXTURES / "squad_mini.json", tmp_path / "sets")
+    build_halueval(FIXTURES / "halueval_mini.jsonl", tmp_path / "sets", rows=12)
+    proc = grounded(
+        "eval",
+        "compare",
+        "--dataset",
+        str(tmp_path / "sets" / "xquad-en"),
+        "--dataset",
+        str(tmp_path / "sets" / "halueval-qa"),
+        "--split",
+        "dev",
+        "--candidate",
+        "rrf_k=20",
+        "--json",
+        data_dir=tmp_path / "data",
+    )
+    data = json.loads(proc.stdout)
+    assert [d["dataset"] for d in data["datasets"]] == ["xquad-en", "halueval-qa"]
+    assert set(data["mean"]) == {BASELINE, "rrf_k=20"} and "rule" in data
+    bad = CliRunner().invoke(
+        eval_app, ["compare", "--dataset", str(tmp_path), "--candidate", "colour=blue"]
+    )
+    assert bad.exit_code == 2 and "cannot be compared" in bad.output
