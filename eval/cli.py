@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -156,6 +156,8 @@ def ladder(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
+    tuned_embeddings: Annotated[Path | None, typer.Option(help="grounded tune model")] = None,
+    tuned_reranker: Annotated[Path | None, typer.Option(help="grounded tune model")] = None,
 ) -> None:
     """The optimization ladder: table (markdown, JSON), chart (PNG) and HTML report."""
     from .ladder import ladder_markdown, run_ladder, write_ladder_report
@@ -180,7 +182,15 @@ def ladder(
 
             rungs = 4 + len([s for s in sizes if s != pipeline.settings.chunk_size])
             task = progress.add_task("querying", total=rungs * len(data.queries))
-            rows = run_ladder(pipeline, data, sizes, lambda n: progress.advance(task, n), indexed)
+            rows = run_ladder(
+                pipeline,
+                data,
+                sizes,
+                lambda n: progress.advance(task, n),
+                indexed,
+                tuned_embeddings,
+                tuned_reranker,
+            )
     finally:
         pipeline.close()
     paths = write_ladder_report(rows, out_dir or reports_dir / f"ladder-{data.name}", data.name)
@@ -510,3 +520,103 @@ def abstention(
         if value is not None:
             r = at[value]
             out.print(f"{label} floor {value}: " + json.dumps(r.to_dict()), markup=False)
+
+
+@app.command("sql")
+def sql_ladder(
+    dataset: Annotated[
+        Path, typer.Option("--dataset", help="Spider folder: dev.json, database/<db>/<db>.sqlite")
+    ],
+    limit: Annotated[
+        int | None, typer.Option(help="a seeded sample of N questions, stratified by database")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the --limit sample")] = 10,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="write the report there (every question's SQL too), and each question's record "
+            "to <out>.records.jsonl as it is scored",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Execution accuracy of sql routes on Spider dev, one row per technique: zero-shot,
+    + sample values, + few-shot, + hypothetical-SQL retrieval, + self-correction. Needs an LLM
+    (GROUNDED_LLM_BASE_URL, any OpenAI-compatible endpoint)."""
+    from ingest.build import build_embedder
+    from service.llm import LLMError, OpenAIChat
+
+    from .sql import SpiderError, evaluate_sql, load_spider, plumbing_note, sample
+
+    settings = Settings()
+    if not settings.llm_configured:
+        err.print(
+            "[red]error:[/red] eval sql needs an LLM: set GROUNDED_LLM_BASE_URL "
+            "(or OPENAI_BASE_URL) and/or GROUNDED_LLM_MODEL"
+        )
+        raise typer.Exit(2)
+    if limit is not None and limit < 1:
+        err.print("[red]error:[/red] --limit must be at least 1")
+        raise typer.Exit(2)
+    try:
+        every = load_spider(dataset)
+    except SpiderError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    chosen = sample(every, limit, seed)
+    llm = OpenAIChat.from_settings(settings)
+    partial = out_file.with_suffix(".records.jsonl") if out_file else None
+    if partial is not None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("", encoding="utf-8")
+
+    def keep(record: dict[str, Any]) -> None:
+        if partial is not None:
+            with partial.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    try:
+        with _progress(as_json or not err.is_terminal) as progress:
+            task = progress.add_task("text-to-SQL", total=len(chosen))
+            # The pool is the whole dev set; each question sees only other databases' examples.
+            report = evaluate_sql(
+                chosen,
+                llm,
+                build_embedder(settings),
+                settings,
+                pool=every,
+                tick=lambda n: progress.advance(task, n),
+                on_record=keep,
+            )
+    except (LLMError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {getattr(exc, 'reason', exc)}")
+        raise typer.Exit(1) from None
+    report = {"dataset": str(dataset), "split": "dev", "limit": limit, "seed": seed, **report}
+    report["note"] = plumbing_note(report["model"])
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    summary = {k: v for k, v in report.items() if k != "records"}
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table(
+        title=f"Spider dev execution accuracy: {report['evaluated']} questions "
+        f"({report['skipped']} skipped), model {report['model']}"
+    )
+    table.add_column("row")
+    table.add_column("execution accuracy", justify="right")
+    table.add_column("correct", justify="right")
+    table.add_column("query errors", justify="right")
+    for row in report["rows"]:
+        accuracy = row["execution_accuracy"]
+        table.add_row(
+            row["name"],
+            "n/a" if accuracy is None else f"{accuracy:.3f}",
+            str(row["correct"]),
+            str(row["query_errors"]),
+        )
+    out.print(table)
+    if report["note"]:
+        out.print(report["note"])

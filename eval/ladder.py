@@ -2,7 +2,11 @@
 
 Rows: BM25 only; dense only (the baseline: plain cosine similarity); hybrid RRF; hybrid DBSF;
 hybrid at other chunk sizes; then +reranker (cross-encoder or LLM), +multi-query and +hyde on
-top of hybrid RRF. Rows for techniques that need a reranker or an LLM are listed as skipped,
+top of hybrid RRF; with ``tuned_embeddings`` / ``tuned_reranker`` (folders written by ``grounded
+tune``), +tuned-embeddings (hybrid RRF on an index built with the tuned model) and
++tuned-reranker (hybrid RRF reranked by the tuned cross-encoder), each described with the dev
+verdict of its ``tuning.json`` so a model that lost on dev shows as such. Rows for techniques
+that need a reranker or an LLM are listed as skipped,
 with the reason, until one is configured; queries where an LLM stage fell back are counted in
 the row's description. Each row reports nDCG@10 (and the other
 metrics), its delta against the baseline and the median query latency.
@@ -93,12 +97,77 @@ def _labelled(
     return lambda documents, _chunks: progress(label, documents)
 
 
+def _tuning_note(model: Path) -> str:
+    """The dev verdict ``grounded tune`` recorded for a model, for the row's description."""
+    from .tuning.common import read_report
+
+    report = read_report(model)
+    if report is None:
+        return "no tuning.json: dev verdict unknown"
+    verdict = "kept" if report.get("kept") else "REJECTED on dev, not a default"
+    return (
+        f"{verdict}: dev nDCG@10 {report.get('base_dev_ndcg@10')} base -> "
+        f"{report.get('best_dev_ndcg@10')} tuned"
+    )
+
+
+def _tuned_rows(
+    pipeline: RagPipeline,
+    dataset: BeirDataset,
+    collection: str,
+    tick: Tick | None,
+    index_progress: Callable[[str, int], None] | None,
+    tuned_embeddings: Path | None,
+    tuned_reranker: Path | None,
+) -> list[LadderRow]:
+    rows: list[LadderRow] = []
+    if tuned_embeddings is not None:
+        from .tuning.embeddings import tuned_pipeline
+
+        tuned = tuned_pipeline(pipeline, tuned_embeddings)
+        tuned_collection, _ = prepare_index(tuned, dataset, _labelled(index_progress, "tuned"))
+        dense, _ = _measure(tuned, dataset, tuned_collection, "dense", tick)
+        metrics, latency = _measure(tuned, dataset, tuned_collection, "hybrid-rrf", tick)
+        rows.append(
+            LadderRow(
+                "+tuned-embeddings",
+                f"hybrid RRF, embeddings by {tuned_embeddings.name} (dense alone: nDCG@10 "
+                f"{dense['ndcg@10']:.4f}); {_tuning_note(tuned_embeddings)}",
+                metrics,
+                latency,
+            )
+        )
+    if tuned_reranker is not None:
+        from service.rerank import CrossEncoderReranker
+
+        s = pipeline.settings
+        reranker = CrossEncoderReranker(
+            str(tuned_reranker), batch_size=s.reranker_batch_size, max_length=s.reranker_max_length
+        )
+        variant = RagPipeline(
+            s, pipeline.index, pipeline.embedder, retriever=pipeline.retriever, reranker=reranker
+        )
+        metrics, latency = _measure(variant, dataset, collection, "hybrid-rrf", tick, rerank=True)
+        rows.append(
+            LadderRow(
+                "+tuned-reranker",
+                f"hybrid RRF, then reranked by {tuned_reranker.name}; "
+                f"{_tuning_note(tuned_reranker)}",
+                metrics,
+                latency,
+            )
+        )
+    return rows
+
+
 def run_ladder(
     pipeline: RagPipeline,
     dataset: BeirDataset,
     chunk_sizes: Sequence[int] = (),
     tick: Tick | None = None,
     index_progress: Callable[[str, int], None] | None = None,
+    tuned_embeddings: Path | None = None,
+    tuned_reranker: Path | None = None,
 ) -> list[LadderRow]:
     collection, _ = prepare_index(pipeline, dataset, _labelled(index_progress, "base"))
     size = pipeline.settings.chunk_size
@@ -151,6 +220,9 @@ def run_ladder(
         else:
             described = f"{description} ({pipeline.llm.model})"
             rows.append(_llm_row(name, described, pipeline, dataset, collection, tick, **options))
+    rows += _tuned_rows(
+        pipeline, dataset, collection, tick, index_progress, tuned_embeddings, tuned_reranker
+    )
     baseline = next(r for r in rows if r.name == BASELINE).metrics["ndcg@10"]
     for row in rows:
         if row.metrics:

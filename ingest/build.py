@@ -11,12 +11,22 @@ from .sparse import Bm25Params
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    backend = settings.embedding_backend
+    # ONNX Runtime runs here on CPU only: a GPU, named or picked automatically, keeps torch.
+    if backend != "torch" and settings.embedding_device != "cpu":
+        import torch
+
+        if settings.embedding_device is not None or torch.cuda.is_available():
+            backend = "torch"
     return SentenceTransformerEmbedder(
         settings.embedding_model,
         query_prefix=settings.query_prefix,
         passage_prefix=settings.passage_prefix,
         batch_size=settings.embedding_batch_size,
         device=settings.embedding_device,
+        backend=backend,
+        cache_dir=settings.embedding_cache_dir,
+        threads=settings.embedding_threads,
     )
 
 

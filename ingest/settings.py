@@ -59,8 +59,18 @@ OPENAI_FALLBACKS: dict[str, str] = {
 }
 
 
+class SqlExample(BaseModel):
+    """A question and the SQL that answers it: a few-shot example of a sql route."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, description="A question asked of the database.")
+    sql: str = Field(min_length=1, description="The SELECT statement that answers it.")
+
+
 class Route(BaseModel):
-    """A destination a question can be routed to: a collection, a prompt template, or both."""
+    """A destination a question can be routed to: a collection and/or a prompt template
+    (``kind = "search"``), or a database the LLM writes a SELECT for (``kind = "sql"``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +87,31 @@ class Route(BaseModel):
     examples: list[str] = Field(
         default_factory=list, description="Example questions, matched like the description."
     )
+    kind: Literal["search", "sql"] = Field(
+        "search", description="'search' the collection, or answer with SQL on 'database'."
+    )
+    database: str | None = Field(
+        None,
+        description="sql routes: a SQLite file or a SQLAlchemy URL, opened read-only.",
+    )
+    sql_examples: list[SqlExample] = Field(
+        default_factory=list,
+        description="sql routes: question/SQL pairs, retrieved by similarity as few-shot "
+        "examples (and matched by the router like examples).",
+    )
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Route:
+        if self.kind == "sql":
+            if not self.database:
+                raise ValueError(f"route {self.name!r} is a sql route: set its database")
+            if self.collection:
+                raise ValueError(f"route {self.name!r} is a sql route: it searches no collection")
+        elif self.database or self.sql_examples:
+            raise ValueError(
+                f'route {self.name!r} names a database or sql_examples: set kind = "sql"'
+            )
+        return self
 
 
 class Concern(BaseModel):
@@ -143,6 +178,50 @@ class QdrantClusterSettings(Concern):
     )
 
 
+class IndexTuningSettings(Concern):
+    """The dense HNSW graph and scalar (int8) quantization; unset = Qdrant's defaults. The graph
+    and quantization are fixed when a collection is created; the search fields apply to every
+    query."""
+
+    title = "Index tuning (HNSW and quantization)"
+
+    hnsw_m: int | None = Field(
+        None,
+        ge=4,
+        le=128,
+        description="HNSW links per node of new collections; unset = Qdrant's 16.",
+    )
+    hnsw_ef_construct: int | None = Field(
+        None,
+        ge=4,
+        le=4096,
+        description="HNSW candidates while building new collections' graphs; unset = 100.",
+    )
+    hnsw_ef: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="HNSW candidates per dense search (higher = better recall, slower); "
+        "unset = the collection's ef_construct. Never below the query's limit.",
+    )
+    quantization: Literal["none", "int8"] = Field(
+        "none",
+        description="'int8' keeps an int8 copy of new collections' dense vectors in RAM and "
+        "searches it (4x less memory per vector scanned).",
+    )
+    quantization_rescore: bool | None = Field(
+        None,
+        description="Re-score int8 candidates with the full vectors (recommended with int8); "
+        "unset = Qdrant decides, and Qdrant Edge then does not.",
+    )
+    quantization_oversampling: float | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="int8 candidates fetched per result before re-scoring; unset = 1.",
+    )
+
+
 class EmbeddingSettings(Concern):
     """The dense embedding model, recorded by each collection at creation."""
 
@@ -159,6 +238,23 @@ class EmbeddingSettings(Concern):
         None,
         description="Torch device of the embedding model and cross-encoder (e.g. 'cpu', "
         "'cuda'); unset = picked automatically.",
+    )
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx-int8",
+        description="Runtime of the embedding model on CPU: torch, onnx (ONNX Runtime, same "
+        "vectors) or onnx-int8 (int8 weights, cosine ~0.99 to torch, fastest; see "
+        "docs/performance.md). Exported once, offline, and cached. A GPU device uses torch.",
+    )
+    embedding_threads: int | None = Field(
+        None,
+        gt=0,
+        description="ONNX Runtime threads per encode call; unset = one per core. `grounded "
+        "serve` uses 1 unless set, since concurrent requests already fill the cores.",
+    )
+    embedding_cache_dir: Path | None = Field(
+        None,
+        description="Where ONNX exports of the embedding model are cached; unset = "
+        "~/.cache/grounded/embeddings.",
     )
 
 
@@ -319,6 +415,36 @@ class RoutingSettings(Concern):
         if len(set(names)) != len(names):
             raise ValueError(f"route names must be unique, got {names}")
         return self
+
+
+class SqlSettings(Concern):
+    """sql routes: how the LLM's SELECT is written and the limits it runs under."""
+
+    title = "SQL routes"
+
+    sql_timeout: float = Field(
+        5.0, gt=0, le=600, description="Seconds one query may run before it is stopped."
+    )
+    sql_max_rows: int = Field(
+        1000, gt=0, le=1_000_000, description="Rows fetched from a query; the rest are cut."
+    )
+    sql_answer_rows: int = Field(
+        20, gt=0, le=1000, description="Rows shown to the LLM and returned as the citation."
+    )
+    sql_sample_values: int = Field(
+        3, ge=0, le=20, description="Distinct sample values per column in the schema prompt."
+    )
+    sql_fewshot_k: int = Field(
+        4, ge=0, le=20, description="Few-shot question/SQL examples retrieved per question."
+    )
+    sql_hypothetical: bool = Field(
+        True,
+        description="Draft a SQL first and also retrieve examples whose SQL resembles it.",
+    )
+    sql_self_correct: bool = Field(
+        True, description="Retry once with the database's error when the query fails."
+    )
+    sql_max_tokens: int = Field(256, gt=0, description="Reply budget of one SQL-writing call.")
 
 
 class AnswerLLMSettings(Concern):
@@ -574,6 +700,7 @@ class Settings(
     # In the order of docs/configuration.md; each concern's fields keep their flat names.
     StorageSettings,
     QdrantClusterSettings,
+    IndexTuningSettings,
     EmbeddingSettings,
     ChunkingSettings,
     Bm25Settings,
@@ -582,6 +709,7 @@ class Settings(
     TransformSettings,
     RerankSettings,
     RoutingSettings,
+    SqlSettings,
     AnswerLLMSettings,
     ApiSettings,
     AuthSettings,

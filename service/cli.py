@@ -429,6 +429,11 @@ def _print_sources(final: dict[str, Any]) -> None:
             highlight=False,
             markup=False,
         )
+    sql = final.get("sql")
+    if sql and sql.get("query"):  # a sql route: the query and its rows are the source
+        out.print("\n[bold]sql[/bold]")
+        out.print(f"  {sql['database']}: {sql['query']}", highlight=False, markup=False)
+        out.print(f"  {sql['row_count']} row(s): {sql['rows'][:5]}", highlight=False, markup=False)
     timings = ", ".join(f"{k}={v:.0f}" for k, v in final["timings"].items())
     err.print(f"[dim]{final['generator']} · timings (ms): {timings}[/dim]", highlight=False)
 
@@ -493,6 +498,8 @@ def serve(
     /docs). Beyond loopback, API keys are required (`grounded keys create`)."""
     import uvicorn
 
+    from ingest.embedding import EmbeddingCacheError
+
     from .api.app import auth_enabled, create_app
     from .api.observability import configure_logging
     from .auth import is_loopback, open_key_store
@@ -523,9 +530,15 @@ def serve(
             f"[bold red]warning:[/bold red] serving on {settings.host} WITHOUT authentication: "
             "anyone who can reach this port can read, ingest and delete documents."
         )
+    if settings.embedding_threads is None:
+        # One process serves (it owns the embedded shard) and runs each sync route on a thread
+        # of its pool: concurrent requests already spread over the cores, so each query's
+        # embedding gets one ONNX Runtime thread rather than all cores each, which made them
+        # queue behind one another (docs/performance.md has the measurements).
+        settings = settings.model_copy(update={"embedding_threads": 1})
     try:
         pipeline = RagPipeline.from_settings(settings)
-    except (IndexProblem, NotConfigured) as exc:
+    except (IndexProblem, NotConfigured, EmbeddingCacheError) as exc:
         raise fail(str(exc)) from None
     base = f"http://{settings.host}:{settings.port}"
     key_header = " -H 'Authorization: Bearer <API key>'" if auth_enabled(settings) else ""

@@ -5,8 +5,10 @@ is served. A query runs: route (optional) → query transforms (multi-query, HyD
 hybrid retrieval → rerank (optional) → abstention floor → generate (a
 :class:`~service.generation.Generator`: the LLM behind a
 :class:`~service.fallback.FallbackGenerator`, which answers extractively and marks the answer
-``degraded`` when the LLM fails, or the extractive generator when no LLM is configured). Every
-stage adds its time to ``timings``.
+``degraded`` when the LLM fails, or the extractive generator when no LLM is configured). A
+question routed to a ``sql`` route skips the search: :class:`~service.sql.SqlTool` writes a
+guarded SELECT for its database and answers from the rows, citing the query and the rows
+(``QueryResult.sql``). Every stage adds its time to ``timings``.
 
 What is searched is a :class:`~service.retrieval.SearchParams`; how the question is handled
 around the search (route first? which generator, what chat history, whose instructions?) is a
@@ -38,7 +40,7 @@ from ingest.embedding import Embedder
 from ingest.index import VectorIndex, open_index, require_manifest
 from ingest.names import DEFAULT_TENANT
 from ingest.pipeline import Ingestor, IngestReport, ProgressFn
-from ingest.settings import Settings
+from ingest.settings import Route, Settings
 
 from . import metrics
 from .fallback import FallbackGenerator
@@ -49,6 +51,7 @@ from .prompts import NOT_FOUND
 from .rerank import CrossEncoderReranker, LLMReranker, Reranker
 from .retrieval import HybridRetriever, RetrievalResult, Retriever, SearchParams
 from .routing import NO_MATCHING_SOURCE, EmbeddingRouter, LLMRouter, RouteDecision, Router
+from .sql import DatabaseUnavailable, FewShotStore, SqlCitation, SqlPair, SqlTool, open_database
 from .tokens import TokenCounter, build_token_counter
 from .transforms import fuse_rephrasings, retrieve_with_hyde
 
@@ -84,6 +87,7 @@ class QueryResult:
     params: SearchParams  # as searched: the collection may come from the route
     route: RouteDecision | None = None
     warnings: list[str] = field(default_factory=list)
+    sql: SqlCitation | None = None  # a sql route's citation: the query and its rows
 
 
 @dataclass
@@ -97,16 +101,28 @@ class Prepared:
     instructions: str | None = None
     answer: Answer | None = None
     started: float = field(default_factory=time.perf_counter)
+    sql_route: Route | None = None  # routed to a sql route: nothing was searched
+    sql: SqlCitation | None = None
 
     def result(self, answer: Answer, timings: dict[str, float]) -> QueryResult:
         timings["total_ms"] = _ms(self.started)
-        if not answer.abstained and not answer.citations:
+        if not answer.abstained and not answer.citations and self.sql is None:
             self.warnings.append("the answer cites no context block; treat it as unsupported")
         metrics.observe_timings(timings)
         metrics.observe_answer(
             answer.generator, answer.degraded, answer.abstained, answer.degraded_reason
         )
-        return QueryResult(self.retrieval, answer, timings, self.params, self.route, self.warnings)
+        return QueryResult(
+            self.retrieval, answer, timings, self.params, self.route, self.warnings, self.sql
+        )
+
+
+def sql_route_warning(route: Route) -> str:
+    """What a search routed to a sql route says: nothing was searched."""
+    return (
+        f"route {route.name!r} answers with SQL on its database: nothing was searched; "
+        "ask the question (/v1/query) for the answer and its rows"
+    )
 
 
 class RagPipeline:
@@ -128,6 +144,7 @@ class RagPipeline:
         llm: ChatLLM | None = None,
         counter: TokenCounter | None = None,
         router: Router | None = None,
+        sql_tools: dict[str, SqlTool] | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
@@ -148,6 +165,10 @@ class RagPipeline:
         self.reranker = reranker
         self.router = router
         self._fallback_router: Router | None = None
+        # sql routes by name; built on first use when not given (from_settings builds them
+        # at start-up, so a missing database or LLM is reported before the first question).
+        self.sql_tools: dict[str, SqlTool] = dict(sql_tools or {})
+        self._sql_lock = threading.Lock()
         # One writer at a time: concurrent ingests of the same document must not interleave.
         self._write_lock = threading.Lock()
 
@@ -171,6 +192,7 @@ class RagPipeline:
             llm = OpenAIChat.from_settings(settings)
         if counter is None:
             counter = build_token_counter(settings, embedder)
+        sql_tools = build_sql_tools(settings, embedder, llm)
         return cls(
             settings,
             index if index is not None else open_index(settings),
@@ -179,6 +201,7 @@ class RagPipeline:
             llm=llm,
             counter=counter,
             router=router if router is not None else build_router(settings, embedder, llm),
+            sql_tools=sql_tools,
         )
 
     @property
@@ -278,8 +301,14 @@ class RagPipeline:
                 answer = Answer(NO_MATCHING_SOURCE, "router", abstained=True)
                 empty = RetrievalResult([], timings)
                 return Prepared(params, empty, decision, warnings, None, answer, started)
-            params = replace(params, collection=decision.route.collection or params.collection)
             instructions = decision.route.prompt
+            if decision.route.kind == "sql":
+                empty = RetrievalResult([], timings)
+                warnings.append(sql_route_warning(decision.route))
+                return Prepared(
+                    params, empty, decision, warnings, instructions, None, started, decision.route
+                )
+            params = replace(params, collection=decision.route.collection or params.collection)
         retrieval = self.search(params)
         retrieval.timings = {**timings, **retrieval.timings}
         warnings += retrieval.warnings
@@ -290,6 +319,8 @@ class RagPipeline:
         prep = self.prepare(params, options)
         if options.instructions:
             prep.instructions = "\n\n".join(filter(None, [prep.instructions, options.instructions]))
+        if prep.sql_route is not None:
+            return self._answer_with_sql(prep, options)
         floor = self.settings.abstain_min_similarity
         if prep.answer is None and floor is not None:
             sims = [c.similarity for c in prep.retrieval.chunks if c.similarity is not None]
@@ -297,6 +328,34 @@ class RagPipeline:
                 best = f"{max(sims):.3f}" if sims else "none"
                 prep.warnings.append(f"abstained: best similarity {best} < floor {floor}")
                 prep.answer = Answer(NOT_FOUND, "abstention-floor", abstained=True)
+        return prep
+
+    def sql_tool(self, route: Route) -> SqlTool:
+        """The :class:`SqlTool` of a sql route, built on first use.
+
+        Raises:
+            NotConfigured: no LLM, or the route's database cannot be opened.
+        """
+        with self._sql_lock:
+            tool = self.sql_tools.get(route.name)
+            if tool is None:
+                llm = self._require_llm(f"the sql route {route.name!r}")
+                tool = self.sql_tools[route.name] = _sql_tool(
+                    self.settings, route, self.embedder, llm
+                )
+            return tool
+
+    def _answer_with_sql(self, prep: Prepared, options: QueryOptions) -> Prepared:
+        """Answer a question routed to a sql route: the tool writes and runs the SELECT; the
+        answer cites the query and its rows. Instructions of the app apply to the wording."""
+        assert prep.sql_route is not None
+        tool = self.sql_tool(prep.sql_route)
+        result = tool.answer(prep.params.query, instructions=options.instructions)
+        prep.warnings = [w for w in prep.warnings if w != sql_route_warning(prep.sql_route)]
+        if result.answer.degraded_reason:
+            prep.warnings.append(f"the LLM failed: {result.answer.degraded_reason}")
+        prep.retrieval.timings.update(result.timings)
+        prep.answer, prep.sql = result.answer, result.sql
         return prep
 
     def _generator(self, name: str | None) -> Generator:
@@ -414,6 +473,8 @@ class RagPipeline:
     def close(self) -> None:
         with self._write_lock:  # a write still running (a job's batch) finishes first
             self.index.close()
+        for tool in self.sql_tools.values():
+            tool.database.close()
 
 
 def build_reranker(
@@ -437,6 +498,37 @@ def build_reranker(
             passage_tokens=settings.llm_rerank_passage_tokens,
         )
     return None
+
+
+def _sql_tool(settings: Settings, route: Route, embedder: Embedder, llm: ChatLLM) -> SqlTool:
+    assert route.database is not None  # the Route model requires it of a sql route
+    try:
+        database = open_database(route.database)
+    except DatabaseUnavailable as exc:
+        raise NotConfigured(f"sql route {route.name!r}: {exc}") from None
+    pairs = [SqlPair(e.question, e.sql) for e in route.sql_examples]
+    store = FewShotStore(pairs, embedder) if pairs else None
+    return SqlTool(
+        database, llm, settings, store=store, route=route.name, instructions=route.prompt
+    )
+
+
+def build_sql_tools(
+    settings: Settings, embedder: Embedder, llm: ChatLLM | None
+) -> dict[str, SqlTool]:
+    """A :class:`SqlTool` per sql route, so a missing database or LLM fails at start-up.
+
+    Raises:
+        NotConfigured: a sql route without an LLM, or with a database that cannot be opened.
+    """
+    routes = [r for r in settings.routes if r.kind == "sql"]
+    if routes and llm is None:
+        names = ", ".join(repr(r.name) for r in routes)
+        raise NotConfigured(
+            f"sql route(s) {names} need an LLM to write SQL: set GROUNDED_LLM_BASE_URL "
+            "(or OPENAI_BASE_URL) and/or GROUNDED_LLM_MODEL"
+        )
+    return {r.name: _sql_tool(settings, r, embedder, llm) for r in routes if llm is not None}
 
 
 def build_router(settings: Settings, embedder: Embedder, llm: ChatLLM | None) -> Router | None:

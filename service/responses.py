@@ -15,6 +15,7 @@ from .jobs.model import Job
 from .pipeline import QueryResult
 from .retrieval import RetrievalResult, RetrievedChunk, SearchParams
 from .routing import RouteDecision
+from .sql import SqlCitation
 
 
 def route_out(decision: RouteDecision | None) -> dict[str, Any] | None:
@@ -26,6 +27,11 @@ def route_out(decision: RouteDecision | None) -> dict[str, Any] | None:
         "router": decision.router,
         "scores": decision.scores,
     }
+
+
+def sql_out(citation: SqlCitation | None) -> dict[str, Any] | None:
+    """A sql route's citation (the query and its rows), or None for a search answer."""
+    return asdict(citation) if citation is not None else None
 
 
 def chunks_out(chunks: list[RetrievedChunk]) -> list[dict[str, Any]]:
@@ -66,6 +72,7 @@ def query_response(result: QueryResult) -> dict[str, Any]:
         dropped_citations=answer.dropped_citations,
         context=chunks_out(answer.context),
         usage=answer.usage,
+        sql=sql_out(result.sql),
     )
     return response
 

@@ -1,7 +1,8 @@
 """Routing: pick the source (collection and/or prompt template) a question belongs to.
 
 Routes are described in settings (``[[routes]]`` in grounded.toml: name, description, collection,
-prompt, examples). Two routers:
+prompt, examples; a ``kind = "sql"`` route names a database instead of a collection, and its
+``sql_examples`` questions count as examples). Two routers:
 
 * :class:`EmbeddingRouter` (works offline): cosine similarity of the question to each route's
   description and example questions; a route's score is its best match.
@@ -71,7 +72,8 @@ class EmbeddingRouter:
         texts: list[str] = []
         self._owner: list[int] = []
         for i, route in enumerate(self.routes):
-            for text in [route.description, *route.examples]:
+            sql_questions = [e.question for e in route.sql_examples]
+            for text in [route.description, *route.examples, *sql_questions]:
                 texts.append(text)
                 self._owner.append(i)
         self._vectors = np.asarray(embedder.embed_documents(texts))

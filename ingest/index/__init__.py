@@ -12,6 +12,7 @@ from .base import (
     IncompatibleCollection,
     IndexPoint,
     IndexProblem,
+    IndexTuning,
     Manifest,
     SearchQuery,
     VectorIndex,
@@ -32,6 +33,7 @@ __all__ = [
     "IncompatibleCollection",
     "IndexPoint",
     "IndexProblem",
+    "IndexTuning",
     "Manifest",
     "SearchQuery",
     "VectorIndex",
@@ -44,8 +46,12 @@ def open_index(settings: Settings) -> VectorIndex:
     """Qdrant server when ``qdrant_url`` is set, else the embedded Edge shards in ``data_dir``.
 
     On a server, new collections take their shards, replicas, write consistency and payload
-    storage from the ``qdrant_*`` settings (:class:`~ingest.index.server.ClusterParams`).
+    storage from the ``qdrant_*`` settings (:class:`~ingest.index.server.ClusterParams`). On
+    either, new collections take their HNSW graph and int8 quantization, and every search its
+    ``hnsw_ef`` and quantization parameters, from the ``hnsw_*`` and ``quantization*`` settings
+    (:class:`~ingest.index.base.IndexTuning`).
     """
+    tuning = IndexTuning.from_settings(settings)
     if settings.qdrant_url:
         from .server import ClusterParams, ServerIndex
 
@@ -55,5 +61,6 @@ def open_index(settings: Settings) -> VectorIndex:
             key,
             timeout=settings.qdrant_timeout,
             cluster=ClusterParams.from_settings(settings),
+            tuning=tuning,
         )
-    return EdgeIndex(settings.data_dir)
+    return EdgeIndex(settings.data_dir, tuning)

@@ -98,6 +98,94 @@ class Manifest:
             )
 
 
+# Qdrant's HNSW defaults: what a tuning that sets only one of ``m`` / ``ef_construct`` keeps for
+# the other (Edge's HNSW config takes all of them) and what :meth:`IndexTuning.hnsw` reports.
+DEFAULT_HNSW_M = 16
+DEFAULT_HNSW_EF_CONSTRUCT = 100
+DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
+# int8 buckets cover this share of the values; the outliers are clipped (Qdrant's advice).
+INT8_QUANTILE = 0.99
+
+
+@dataclass(frozen=True)
+class IndexTuning:
+    """The dense HNSW graph and int8 quantization of new collections, and how a search uses
+    them; every field left unset keeps today's behaviour (Qdrant's defaults).
+
+    ``m``, ``ef_construct`` and ``quantization`` are fixed when a collection is created;
+    ``hnsw_ef``, ``rescore`` and ``oversampling`` go into every query's search parameters
+    (each prefetch of a hybrid query too). Both adapters take one and spell it in their SDK.
+
+    Example::
+
+        tuning = IndexTuning(m=32, quantization="int8", hnsw_ef=64, oversampling=2.0)
+        index = EdgeIndex(Path("data"), tuning=tuning)   # or ServerIndex(client, tuning=tuning)
+        tuning.search_params(exact=False)
+        # {"hnsw_ef": 64, "quantization": {"oversampling": 2.0}}
+    """
+
+    m: int | None = None
+    ef_construct: int | None = None
+    quantization: Literal["none", "int8"] = "none"
+    hnsw_ef: int | None = None
+    rescore: bool | None = None
+    oversampling: float | None = None
+    # Search a quantized collection's full vectors: for a bench comparing both on one store.
+    ignore_quantization: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("m", "ef_construct", "hnsw_ef"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.oversampling is not None and self.oversampling < 1:
+            raise ValueError(f"oversampling must be >= 1, got {self.oversampling}")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> IndexTuning:
+        """From the ``hnsw_*`` and ``quantization*`` settings (:class:`IndexTuningSettings`)."""
+        return cls(
+            m=settings.hnsw_m,
+            ef_construct=settings.hnsw_ef_construct,
+            quantization=settings.quantization,
+            hnsw_ef=settings.hnsw_ef,
+            rescore=settings.quantization_rescore,
+            oversampling=settings.quantization_oversampling,
+        )
+
+    @property
+    def hnsw(self) -> tuple[int, int] | None:
+        """``(m, ef_construct)`` for a new collection, or None to leave the engine's defaults."""
+        if self.m is None and self.ef_construct is None:
+            return None
+        return (self.m or DEFAULT_HNSW_M, self.ef_construct or DEFAULT_HNSW_EF_CONSTRUCT)
+
+    @property
+    def int8(self) -> bool:
+        return self.quantization == "int8"
+
+    def search_params(self, exact: bool) -> dict[str, Any] | None:
+        """The search parameters of a query, engine-neutral; None when nothing is set (then
+        none are sent: qdrant-client's local mode warns about any)."""
+        params: dict[str, Any] = {}
+        if exact:
+            params["exact"] = True
+        if self.hnsw_ef is not None:
+            params["hnsw_ef"] = self.hnsw_ef
+        quantization = {
+            name: value
+            for name, value in (
+                ("ignore", self.ignore_quantization or None),
+                ("rescore", self.rescore),
+                ("oversampling", self.oversampling),
+            )
+            if value is not None
+        }
+        if quantization:
+            params["quantization"] = quantization
+        return params or None
+
+
 @dataclass(frozen=True)
 class IndexPoint:
     id: str

@@ -12,7 +12,7 @@ directory when it opens and keeps it until :meth:`close`. A second process fails
 
 Example::
 
-    index = EdgeIndex(Path("data"))
+    index = EdgeIndex(Path("data"))  # or EdgeIndex(Path("data"), tuning=IndexTuning(m=32))
     index.create_collection("docs", manifest)
     hits = index.search("docs", SearchQuery(dense=vec, sparse=None, mode="dense"))
     index.close()
@@ -36,12 +36,15 @@ import qdrant_edge as qe
 from ..names import check_collection
 from ..payload import INTEGER_FIELDS, KEYWORD_FIELDS, TENANT
 from .base import (
+    DEFAULT_FULL_SCAN_THRESHOLD_KB,
     DENSE,
+    INT8_QUANTILE,
     SPARSE,
     CollectionNotFound,
     Dialect,
     IndexPoint,
     IndexProblem,
+    IndexTuning,
     Manifest,
     QdrantAdapter,
     QueryPlan,
@@ -107,13 +110,42 @@ _EDGE: Dialect[qe.Filter] = Dialect(
 )
 
 
+def edge_vector_params(dimension: int, tuning: IndexTuning) -> qe.EdgeVectorParams:
+    """The dense vector of a new shard: cosine, with the tuning's HNSW graph and int8 copy."""
+    hnsw = tuning.hnsw
+    return qe.EdgeVectorParams(
+        size=dimension,
+        distance=qe.Distance.Cosine,
+        hnsw_config=qe.HnswIndexConfig(*hnsw, DEFAULT_FULL_SCAN_THRESHOLD_KB) if hnsw else None,
+        quantization_config=qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=INT8_QUANTILE)
+        if tuning.int8
+        else None,
+    )
+
+
+def edge_search_params(tuning: IndexTuning, exact: bool) -> qe.SearchParams | None:
+    params = tuning.search_params(exact)
+    if params is None:
+        return None
+    quantization = params.pop("quantization", None)
+    return qe.SearchParams(
+        **params,
+        quantization=qe.QuantizationSearchParams(**quantization) if quantization else None,
+    )
+
+
 class EdgeIndex(QdrantAdapter[qe.Filter]):
-    """:class:`~ingest.index.base.VectorIndex` over Qdrant Edge shards in ``data_dir``."""
+    """:class:`~ingest.index.base.VectorIndex` over Qdrant Edge shards in ``data_dir``.
+
+    ``tuning`` (:class:`~ingest.index.base.IndexTuning`) shapes the HNSW graph and int8
+    quantization of collections created here, and the search parameters of every query.
+    """
 
     dialect = _EDGE
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, tuning: IndexTuning | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.tuning = tuning or IndexTuning()
         self._lock = DataDirLock(self.data_dir)
         self._lock.acquire()
         self._root = self.data_dir / "collections"
@@ -145,9 +177,7 @@ class EdgeIndex(QdrantAdapter[qe.Filter]):
             if (folder / "manifest.json").exists():
                 raise IndexProblem(f"collection {collection!r} already exists")
             config = qe.EdgeConfig(
-                vectors={
-                    DENSE: qe.EdgeVectorParams(size=manifest.dimension, distance=qe.Distance.Cosine)
-                },
+                vectors={DENSE: edge_vector_params(manifest.dimension, self.tuning)},
                 sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             )
             if (folder / "shard").exists():  # left by a crash before the manifest was written
@@ -243,7 +273,7 @@ class EdgeIndex(QdrantAdapter[qe.Filter]):
         )
 
     def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
-        params = qe.SearchParams(exact=True) if plan.exact else None
+        params = edge_search_params(self.tuning, plan.exact)
         prefetches = [
             qe.Prefetch(
                 limit=p.limit,

@@ -29,13 +29,16 @@ from qdrant_client import models as qm
 
 from ..names import check_collection
 from ..payload import INTEGER_FIELDS, KEYWORD_FIELDS, TENANT
+from .base import DEFAULT_HNSW_M as DEFAULT_HNSW_M  # re-exported: tests name it here
 from .base import (
     DENSE,
+    INT8_QUANTILE,
     SPARSE,
     CollectionNotFound,
     Dialect,
     IndexPoint,
     IndexProblem,
+    IndexTuning,
     Manifest,
     QdrantAdapter,
     QueryPlan,
@@ -47,8 +50,6 @@ if TYPE_CHECKING:  # settings import the index package; only the annotation need
 
 _SCROLL_PAGE = 1024
 _MANIFEST_KEY = "grounded"
-# Qdrant's default HNSW ``m``: what a bulk load restores when it finds the graph switched off.
-DEFAULT_HNSW_M = 16
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,49 @@ _CLIENT: Dialect[qm.Filter] = Dialect(
 )
 
 
+def tuning_create_kwargs(tuning: IndexTuning) -> dict[str, Any]:
+    """The ``create_collection`` arguments of the tuning's HNSW graph and int8 quantization;
+    none when unset, so the server keeps its defaults."""
+    kwargs: dict[str, Any] = {}
+    hnsw = tuning.hnsw
+    if hnsw is not None:
+        kwargs["hnsw_config"] = qm.HnswConfigDiff(m=hnsw[0], ef_construct=hnsw[1])
+    if tuning.int8:
+        kwargs["quantization_config"] = qm.ScalarQuantization(
+            scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=INT8_QUANTILE)
+        )
+    return kwargs
+
+
+def client_search_params(tuning: IndexTuning, exact: bool) -> qm.SearchParams | None:
+    params = tuning.search_params(exact)
+    if params is None:
+        return None
+    quantization = params.pop("quantization", None)
+    return qm.SearchParams(
+        **params,
+        quantization=qm.QuantizationSearchParams(**quantization) if quantization else None,
+    )
+
+
 class ServerIndex(QdrantAdapter[qm.Filter]):
-    """:class:`~ingest.index.base.VectorIndex` over a qdrant-client connection."""
+    """:class:`~ingest.index.base.VectorIndex` over a qdrant-client connection.
+
+    ``tuning`` (:class:`~ingest.index.base.IndexTuning`) shapes the HNSW graph and int8
+    quantization of collections created here, and the search parameters of every query.
+    """
 
     dialect = _CLIENT
 
-    def __init__(self, client: QdrantClient, cluster: ClusterParams | None = None) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        cluster: ClusterParams | None = None,
+        tuning: IndexTuning | None = None,
+    ) -> None:
         self.client = client
         self.cluster = cluster or ClusterParams()
+        self.tuning = tuning or IndexTuning()
         self._manifests: dict[str, Manifest] = {}
 
     @classmethod
@@ -111,8 +147,9 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
         api_key: str | None = None,
         timeout: int = 30,
         cluster: ClusterParams | None = None,
+        tuning: IndexTuning | None = None,
     ) -> ServerIndex:
-        return cls(QdrantClient(url=url, api_key=api_key, timeout=timeout), cluster)
+        return cls(QdrantClient(url=url, api_key=api_key, timeout=timeout), cluster, tuning)
 
     # collections -------------------------------------------------------------------------
     def list_collections(self) -> list[str]:
@@ -144,6 +181,7 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
             sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
             metadata={_MANIFEST_KEY: manifest.to_dict()},
             **self.cluster.create_kwargs(),
+            **tuning_create_kwargs(self.tuning),
         )
         # Payload indexes before any point (Qdrant's bulk-upload advice): the HNSW graph then
         # gets its payload-aware links (tenant, doc_id filters) when it is first built.
@@ -213,7 +251,7 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
     def _query(self, collection: str, plan: QueryPlan) -> list[Any]:
         self._require(collection)
         # Sent only when asked: local mode always searches exactly and warns about any params.
-        params = qm.SearchParams(exact=True) if plan.exact else None
+        params = client_search_params(self.tuning, plan.exact)
         prefetch = [
             qm.Prefetch(
                 query=_CLIENT.query(p.query),
@@ -256,8 +294,8 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
         self._require(collection)
         previous = self.client.get_collection(collection).config.hnsw_config.m
         # m=0 here means an earlier load died before restoring: a grounded collection is never
-        # meant to stay without its graph, so restore Qdrant's default rather than 0.
-        restore = previous or DEFAULT_HNSW_M
+        # meant to stay without its graph, so restore the tuned m or Qdrant's default, not 0.
+        restore = previous or self.tuning.m or DEFAULT_HNSW_M
         self.client.update_collection(collection, hnsw_config=qm.HnswConfigDiff(m=0))
         try:
             yield

@@ -191,6 +191,25 @@ class CitationOut(BaseModel):
     end: int
 
 
+class SqlAttemptOut(BaseModel):
+    sql: str
+    error: str | None = Field(description="Why the database refused it; None: it ran.")
+
+
+class SqlCitationOut(BaseModel):
+    """The citation of an answer from a sql route: the query that ran and its rows."""
+
+    route: str
+    database: str = Field(description="The database's file name or URL (no password).")
+    query: str | None = Field(description="The SELECT that ran (or last failed).")
+    columns: list[str]
+    rows: list[list[Any]] = Field(description="The first sql_answer_rows rows.")
+    row_count: int = Field(description="Rows fetched, at most sql_max_rows.")
+    truncated: bool = Field(description="The query had more rows than sql_max_rows.")
+    attempts: list[SqlAttemptOut] = Field(description="Each SQL tried, in order.")
+    error: str | None = Field(None, description="Why no rows came back (refused, failed).")
+
+
 class QueryResponse(SearchResponse):
     answer: str
     generator: str
@@ -209,6 +228,9 @@ class QueryResponse(SearchResponse):
         default_factory=list, description="What the generator was given; context[n-1] is [n]."
     )
     usage: dict[str, int] = Field(default_factory=dict)
+    sql: SqlCitationOut | None = Field(
+        None, description="A sql route answered: the query and its rows are the citation."
+    )
 
 
 DocId = Annotated[str, StringConstraints(min_length=1, max_length=512)]

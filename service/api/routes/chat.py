@@ -35,7 +35,7 @@ from ...auth import Principal
 from ...errors import InvalidRequest
 from ...pipeline import QueryResult, RagPipeline, StreamReset
 from ...requests import resolve
-from ...responses import route_out
+from ...responses import route_out, sql_out
 from ..deps import PipelineDep, Reader
 from ..schemas import SearchOptions, SearchRequest
 from .search import log, stream_failure
@@ -117,6 +117,7 @@ def _grounded(result: QueryResult) -> dict[str, Any]:
         "citations_attributed": answer.citations_attributed,
         "dropped_citations": answer.dropped_citations,
         "route": route_out(result.route),
+        "sql": sql_out(result.sql),
         "transforms": result.retrieval.transforms,
         "warnings": result.warnings,
         "timings": result.timings,

@@ -1,0 +1,139 @@
+"""The embedding backends: chosen by settings, exported once into a cache that survives races,
+and computing the same vectors as torch (fp32 exactly, int8 closely)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+import ingest.build
+import ingest.embedding as embedding
+from ingest.build import build_embedder
+from ingest.embedding import EmbeddingCacheError, SentenceTransformerEmbedder, onnx_export
+from ingest.settings import Settings
+
+SENTENCES = [
+    "x",
+    "The cat sat on the mat.",
+    "Vitamin D deficiency is associated with a higher risk of hip fractures in older adults.",
+    # Longer than the 256-token window: truncation must match torch's.
+    " ".join(["Qdrant stores dense and sparse vectors for hybrid retrieval."] * 40),
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
+@pytest.fixture(scope="module")
+def torch_embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(backend="torch")
+
+
+@pytest.mark.parametrize(("backend", "floor"), [("onnx", 0.9999), ("onnx-int8", 0.95)])
+def test_onnx_vectors_agree_with_torch(
+    backend: str, floor: float, cache: Path, torch_embedder: SentenceTransformerEmbedder
+) -> None:
+    onnx = build_embedder(Settings(embedding_backend=backend, embedding_cache_dir=cache))
+    assert (onnx.backend, onnx.name) == (backend, torch_embedder.name)
+    assert (onnx.dimension, onnx.max_tokens) == (
+        torch_embedder.dimension,
+        torch_embedder.max_tokens,
+    )
+    # Documents in one padded batch of mixed lengths, and a query alone: both shapes of input.
+    docs, reference = onnx.embed_documents(SENTENCES), torch_embedder.embed_documents(SENTENCES)
+    cosines = (docs * reference).sum(axis=1)
+    assert cosines.min() > floor, cosines
+    np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)
+    query = onnx.embed_query("does vitamin D prevent fractures?")
+    assert float(query @ torch_embedder.embed_query("does vitamin D prevent fractures?")) > floor
+    # The chunker counts tokens with this tokenizer: it must be the model's own.
+    text = SENTENCES[2]
+    assert onnx.tokenizer(text)["input_ids"] == torch_embedder.tokenizer(text)["input_ids"]
+    assert onnx.embed_documents([]).shape == (0, onnx.dimension)
+
+
+def test_second_use_loads_the_cached_export(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = onnx_export("all-MiniLM-L6-v2", "onnx-int8", cache)
+    stamp = (first / "model.onnx").stat().st_mtime_ns
+
+    def no_export(*args: Any) -> None:
+        raise AssertionError("exported again although the cache holds the export")
+
+    monkeypatch.setattr(embedding, "_export_fp32", no_export)
+    monkeypatch.setattr(embedding, "_quantize_int8", no_export)
+    embedder = SentenceTransformerEmbedder(backend="onnx-int8", cache_dir=cache)
+    assert onnx_export("all-MiniLM-L6-v2", "onnx-int8", cache) == first
+    assert (first / "model.onnx").stat().st_mtime_ns == stamp
+    assert embedder.embed_query("still works").shape == (384,)
+    # One entry per backend, no temporary folders left behind.
+    assert sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir()) == [
+        "all-MiniLM-L6-v2-onnx",
+        "all-MiniLM-L6-v2-onnx-int8",
+    ]
+
+
+def test_concurrent_first_use_exports_into_one_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    barrier, calls = threading.Barrier(2), []
+
+    def fake_export(source: str, out: Path) -> None:
+        calls.append(out)
+        barrier.wait(timeout=10)  # both exports are in flight before either renames
+        (out / embedding.ONNX_FILE).write_text(f"export {len(calls)}")
+        (out / embedding.META_FILE).write_text("{}")
+
+    monkeypatch.setattr(embedding, "_export_fp32", fake_export)
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(onnx_export("m", "onnx", tmp_path)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(calls) == 2 and len(results) == 2 and results[0] == results[1]
+    assert [p.name for p in tmp_path.iterdir()] == [results[0].name]
+    assert (results[0] / embedding.ONNX_FILE).read_text() in {"export 1", "export 2"}
+
+
+def test_backend_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="'torch', 'onnx' or 'onnx-int8'"):
+        Settings(embedding_backend="tensorrt")
+    monkeypatch.setenv("GROUNDED_EMBEDDING_BACKEND", "openvino")
+    with pytest.raises(ValidationError, match="embedding_backend"):
+        Settings()
+    with pytest.raises(ValidationError, match="embedding_threads"):
+        Settings(embedding_threads=0)
+    with pytest.raises(ValueError, match="backend must be one of torch, onnx, onnx-int8"):
+        SentenceTransformerEmbedder(backend="tensorrt")
+
+
+def test_build_embedder_picks_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        ingest.build, "SentenceTransformerEmbedder", lambda m, **kw: seen.append(kw)
+    )
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    build_embedder(Settings(embedding_threads=3))
+    build_embedder(Settings(embedding_backend="onnx", embedding_device="cpu"))
+    build_embedder(Settings(embedding_backend="torch"))
+    # ONNX Runtime is used on CPU only: a GPU device keeps torch.
+    build_embedder(Settings(embedding_backend="onnx-int8", embedding_device="cuda"))
+    assert [kw["backend"] for kw in seen] == ["onnx-int8", "onnx", "torch", "torch"]
+    assert seen[0]["threads"] == 3
+
+
+def test_an_unusable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(EmbeddingCacheError, match=f"cannot use {blocker}/sub .*CACHE_DIR"):
+        SentenceTransformerEmbedder(backend="onnx", cache_dir=blocker / "sub")
