@@ -273,11 +273,12 @@ def onnx_export(model: str, backend: str, cache_dir: Path | None = None) -> Path
     """
     if backend not in ("onnx", "onnx-int8"):
         raise ValueError(f"no ONNX export for backend {backend!r}")
-    cache = _writable_cache(cache_dir or default_cache_dir())
+    cache = cache_dir or default_cache_dir()
     source = resolve_model_path(model)
     final = cache / _cache_key(model, source, backend)
     if (final / META_FILE).is_file():
-        return final
+        return final  # a read-only cache (a container image's) is fine once it holds the export
+    _writable_cache(cache)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=cache))
     try:
         if backend == "onnx":

@@ -70,6 +70,15 @@ def test_second_use_loads_the_cached_export(cache: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(embedding, "_quantize_int8", no_export)
     embedder = SentenceTransformerEmbedder(backend="onnx-int8", cache_dir=cache)
     assert onnx_export("all-MiniLM-L6-v2", "onnx-int8", cache) == first
+
+    def read_only(folder: Path) -> Path:
+        raise EmbeddingCacheError(f"{folder} is read-only")
+
+    # A cache that cannot be written (a container image's) serves the export it holds.
+    monkeypatch.setattr(embedding, "_writable_cache", read_only)
+    assert onnx_export("all-MiniLM-L6-v2", "onnx-int8", cache) == first
+    with pytest.raises(EmbeddingCacheError, match="read-only"):
+        onnx_export("another-model", "onnx", cache)
     assert (first / "model.onnx").stat().st_mtime_ns == stamp
     assert embedder.embed_query("still works").shape == (384,)
     # One entry per backend, no temporary folders left behind.
