@@ -57,6 +57,13 @@ WORDS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def own_export_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX exports of this module's throwaway models go to the test's folder, not the user's
+    cache (each model path is new, so each would leave an entry there)."""
+    monkeypatch.setenv("GROUNDED_EMBEDDING_CACHE_DIR", str(tmp_path / "exports"))
+
+
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT saved as a sentence-transformers folder (mean
