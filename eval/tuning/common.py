@@ -181,6 +181,32 @@ def subset(dataset: BeirDataset, qids: Sequence[str], split: str) -> BeirDataset
     )
 
 
+def outcome_fields(
+    config: TuneConfig,
+    outcome: Mapping[str, Any],
+    model_dir: Path | None,
+    rejected_dir: Path | None,
+    timings: Mapping[str, float],
+    train_s: float,
+    started: float,
+) -> dict[str, Any]:
+    """The part of ``tuning.json`` both commands share: how negatives were mined, the config,
+    the dev verdict, where the model went and how long it all took."""
+    return {
+        "negatives": f"hybrid top {config.depth}, positives excluded, first {config.skip} "
+        f"skipped, {config.negatives} per question",
+        "config": vars(config),
+        **outcome,
+        "model": str(model_dir) if model_dir else None,
+        "rejected": str(rejected_dir) if rejected_dir else None,
+        "timings": {
+            **timings,
+            "train_s": round(train_s, 1),
+            "total_s": round(time.perf_counter() - started, 1),
+        },
+    }
+
+
 def write_report(out_dir: Path, report: Mapping[str, Any]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / REPORT

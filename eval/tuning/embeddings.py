@@ -36,6 +36,7 @@ from .common import (
     Prepared,
     TuneConfig,
     ndcg_at_10,
+    outcome_fields,
     prepare,
     sample_ids,
     training_arguments,
@@ -241,17 +242,15 @@ def tune_embeddings(
         "dev_ids": prepared.dev_ids,
         "dev_selection": f"dense nDCG@10 over a pool of {len(pool)} passages (positives, top "
         f"{config.dev_depth} base hits, {config.pool_extra} others)",
-        "negatives": f"hybrid top {config.depth}, positives excluded, first {config.skip} "
-        f"skipped, {config.negatives} per question",
-        "config": vars(config),
-        **outcome.to_dict(),
-        "model": str(model_dir) if model_dir else None,
-        "rejected": str(rejected_dir) if rejected_dir else None,
-        "timings": {
-            **prepared.timings,
-            "train_s": round(train_s, 1),
-            "total_s": round(time.perf_counter() - started, 1),
-        },
+        **outcome_fields(
+            config,
+            outcome.to_dict(),
+            model_dir,
+            rejected_dir,
+            prepared.timings,
+            train_s,
+            started,
+        ),
     }
     write_report(out_dir, report)
     return TuneResult(outcome, prepared, model_dir, rejected_dir, report)

@@ -28,7 +28,16 @@ from typing import Any
 from ingest.embedding import resolve_model_path
 from service.pipeline import RagPipeline
 
-from .common import Log, Prepared, TuneConfig, ndcg_at_10, prepare, training_arguments, write_report
+from .common import (
+    Log,
+    Prepared,
+    TuneConfig,
+    ndcg_at_10,
+    outcome_fields,
+    prepare,
+    training_arguments,
+    write_report,
+)
 from .data import TrainingData
 from .embeddings import TuneResult, offline_training
 from .selection import BestEpoch, Outcome
@@ -170,17 +179,15 @@ def tune_reranker(
         "dev_questions": len(prepared.dev_ids),
         "dev_ids": prepared.dev_ids,
         "dev_selection": f"nDCG@10 of each dev question's top {depth} hybrid hits, reranked",
-        "negatives": f"hybrid top {config.depth}, positives excluded, first {config.skip} "
-        f"skipped, {config.negatives} per question",
-        "config": vars(config),
-        **outcome.to_dict(),
-        "model": str(model_dir) if model_dir else None,
-        "rejected": str(rejected_dir) if rejected_dir else None,
-        "timings": {
-            **prepared.timings,
-            "train_s": round(train_s, 1),
-            "total_s": round(time.perf_counter() - started, 1),
-        },
+        **outcome_fields(
+            config,
+            outcome.to_dict(),
+            model_dir,
+            rejected_dir,
+            prepared.timings,
+            train_s,
+            started,
+        ),
     }
     write_report(out_dir, report)
     return TuneResult(outcome, prepared, model_dir, rejected_dir, report)
