@@ -1,19 +1,31 @@
 """Benchmark: ingest chunks/s on a GPU against the model-only ceiling measured in the same run.
 
-    .venv/bin/python bench/gpu_ingest.py --device cuda --chunks 200000 --batch-size 1024
+    .venv/bin/python bench/gpu_ingest.py --device cuda --chunks 100000 --batch-size 1024
     .venv/bin/python bench/gpu_ingest.py --device cpu --chunks 64 --batch-size 16   # smoke run
 
 On the same SciFact chunks (cycled when ``--chunks`` exceeds the corpus), one model, one run:
 
 a. **ceiling**: the chunks tokenized beforehand (not timed), length-sorted batches already on
    the device, through the model (fp16 on CUDA) and back to the host: nothing but the model;
-b. **plain encode**: ``SentenceTransformer.encode`` in fp32, the way ingest embeds today;
+b. **plain encode**: ``SentenceTransformer.encode`` in fp32, the way ingest embeds today
+   (``--skip-plain`` leaves it out);
 c. **encode + upsert**: :class:`~ingest.gpu_encode.FastEncoder` (fp16, length-sorted batches,
-   tokenized in DataLoader workers) with BM25 vectors and upserts into an embedded Qdrant Edge
-   collection in a writer thread, overlapped with the next batch's embedding;
+   tokenized, and BM25-encoded, in DataLoader workers) with upserts into an embedded Qdrant Edge
+   collection in writer threads, overlapped with the next batch's embedding;
 d. **pipeline**: the real :class:`~ingest.pipeline.Ingestor` (chunking, re-ingest checks, BM25,
-   upserts overlapped with embedding) over the documents, embedding with
-   :class:`~ingest.gpu_encode.FastEmbedder`.
+   upserts overlapped with embedding) over about ``--pipeline-chunks`` chunks' documents,
+   embedding with :class:`~ingest.gpu_encode.FastEmbedder`, chunking in ``--chunk-workers``
+   processes (``ingest_chunk_workers``).
+
+And the parts alone, to show which one bounds (c) and (d): **chunking** (on one core, and in
+the pool of ``--chunk-workers`` processes), **workers** (tokenization + BM25 in the worker
+processes, no model), **encode** (FastEncoder without BM25 or writes), **writes** (BM25 vectors
+and embeddings made beforehand, upserts only).
+
+Measured on one H100 (2026-11-27, 100,000 chunks, batch 1024, 4 tokenizer workers, before BM25
+moved into the workers): ceiling 14,421 chunks/s; plain fp32 encode 964/s (0.067); encode +
+upsert 2,264/s (0.157); the pipeline did not finish 20,000 chunks in the ~100 s left: one
+Xeon core chunks ~210 chunks/s. See docs/performance.md.
 
 It prints chunks/s of each and the ratios to (a). Goal: (c) >= 70% of (a), >= 20,000 chunks/s on
 one H200 (issue #11).
@@ -30,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -43,12 +55,16 @@ sys.path.insert(0, str(REPO))
 from bench import harness  # noqa: E402
 from eval.datasets import load_beir  # noqa: E402
 from ingest.build import build_chunker, build_ingestor  # noqa: E402
+from ingest.chunk_pool import ChunkPool  # noqa: E402
 from ingest.documents import Document  # noqa: E402
 from ingest.embedding import resolve_model_path  # noqa: E402
 from ingest.gpu_encode import FastEmbedder, FastEncoder, length_order  # noqa: E402
 from ingest.index import EdgeIndex, IndexPoint, Manifest  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
-from ingest.sparse import Bm25Encoder, Bm25Params, measure_avg_len  # noqa: E402
+from ingest.sparse import Bm25Encoder, Bm25Params, SparseVec  # noqa: E402
+
+# BM25 length normalisation needs an average; any fixed one costs the same to compute.
+AVG_LEN = 150.0
 
 
 def synchronize(device: str) -> None:
@@ -67,37 +83,53 @@ def timed(device: str, fn: Callable[[], Any]) -> float:
 
 
 def corpus_chunks(
-    dataset: Path, settings: Settings, model: Any, n: int
-) -> tuple[list[Document], list[str]]:
-    """``n`` chunk texts of the corpus (cycled), and documents that chunk into about ``n``."""
+    dataset: Path, settings: Settings, model: Any, n: int, pipeline_n: int
+) -> tuple[list[Document], list[str], tuple[int, float], tuple[int, float]]:
+    """``n`` chunk texts of the corpus (cycled), documents that chunk into about
+    ``pipeline_n``, and (chunks, seconds) of chunking on one core (a sample) and in a pool of
+    processes (the corpus)."""
     # The chunker needs only the model's tokenizer and window: no second model for it.
     window = SimpleNamespace(tokenizer=model.tokenizer, max_tokens=int(model.max_seq_length or 512))
     chunker = build_chunker(settings, window)
-    docs: list[Document] = []
-    texts: list[str] = []
     corpus = load_beir(dataset).corpus
+    started = time.perf_counter()
+    one_core = sum(len(chunker.chunk(doc)) for doc in corpus[:300])
+    one = (one_core, time.perf_counter() - started)
+    # Each document is chunked once: a copy in a later round has the same chunks (the pipeline
+    # run (d) still chunks every copy itself).
+    started = time.perf_counter()
+    with ChunkPool(chunker, settings.ingest_chunk_workers or 1) as pool:
+        per_doc = [[c.embed_text for c in chunks] for chunks in pool.chunk_many(corpus)]
+    pooled = (sum(map(len, per_doc)), time.perf_counter() - started)
+    texts: list[str] = []
+    docs: list[Document] = []
+    pipeline_texts = 0
     round_ = 0
-    while len(texts) < n:
-        for doc in corpus:
-            if round_:  # a copy per round: new ids, so the pipeline writes it again
-                doc = Document(f"{doc.id}~{round_}", doc.text, doc.title, doc.source)
-            docs.append(doc)
-            texts += [c.embed_text for c in chunker.chunk(doc)]
-            if len(texts) >= n:
-                break
+    while len(texts) < n or pipeline_texts < pipeline_n:
+        for doc, chunks in zip(corpus, per_doc, strict=True):
+            if pipeline_texts < pipeline_n:
+                # a copy per round: new ids, so the pipeline writes it again
+                docs.append(
+                    Document(f"{doc.id}~{round_}", doc.text, doc.title, doc.source)
+                    if round_
+                    else doc
+                )
+                pipeline_texts += len(chunks)
+            if len(texts) < n:
+                texts += chunks
         round_ += 1
-    return docs, texts[:n]
+    return docs, texts[:n], one, pooled
 
 
-def ceiling(model: Any, texts: list[str], batch_size: int, device: str) -> float:
+def ceiling(encoder: FastEncoder, texts: list[str], device: str) -> float:
     """Seconds for the pre-tokenized, length-sorted batches through the model and back."""
     import torch
 
-    order = length_order(texts)
-    batches = []
-    for start in range(0, len(texts), batch_size):
-        features = model.preprocess([texts[i] for i in order[start : start + batch_size]])
-        batches.append({k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()})
+    model = encoder.model
+    batches = [
+        {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
+        for _, features, _ in encoder.tokenized(texts)
+    ]
 
     def run() -> None:
         with torch.inference_mode():
@@ -108,32 +140,37 @@ def ceiling(model: Any, texts: list[str], batch_size: int, device: str) -> float
     return timed(device, run)
 
 
-def encode_and_upsert(
-    encoder: FastEncoder, texts: list[str], data_dir: Path, writers: int
+Batch = tuple[np.ndarray, np.ndarray, list[SparseVec]]
+
+
+def write_batches(
+    batches: Iterator[Batch], texts: list[str], data_dir: Path, dimension: int, writers: int
 ) -> tuple[float, int]:
-    """Seconds to embed ``texts`` and write them (dense + BM25 + payload) into a new Edge
-    collection, writes overlapped with embedding; and the points written."""
-    bm25 = Bm25Encoder(Bm25Params(avg_len=measure_avg_len(texts[:2000])))
+    """Seconds to write every ``(positions, vectors, bm25 vectors)`` batch (dense + BM25 +
+    payload) into a new Edge collection from ``writers`` threads, while ``batches`` makes the
+    next; and the points written."""
     index = EdgeIndex(data_dir)
-    index.create_collection("gpu", Manifest("bench", encoder.dimension, bm25.params, "bench"))
-    # A bounded queue: the GPU runs ahead of the writers by at most a few batches.
-    pending: queue.Queue[tuple[np.ndarray, np.ndarray] | None] = queue.Queue(maxsize=4 * writers)
+    index.create_collection(
+        "gpu", Manifest("bench", dimension, Bm25Params(avg_len=AVG_LEN), "bench")
+    )
+    # A bounded queue: the producer runs ahead of the writers by at most a few batches.
+    pending: queue.Queue[Batch | None] = queue.Queue(maxsize=4 * writers)
     errors: list[BaseException] = []
 
     def write() -> None:
         try:
             while (item := pending.get()) is not None:
-                positions, vectors = item
+                positions, vectors, sparse = item
                 index.upsert(
                     "gpu",
                     [
                         IndexPoint(
                             str(uuid.UUID(int=int(p) + 1)),
                             vec,
-                            bm25.embed_document(texts[p]),
+                            sv,
                             {"tenant": "default", "doc_id": f"d{p}", "text": texts[p]},
                         )
-                        for p, vec in zip(positions, vectors, strict=True)
+                        for p, vec, sv in zip(positions, vectors, sparse, strict=True)
                     ],
                 )
         except BaseException as exc:  # surfaced by the main thread below
@@ -144,7 +181,7 @@ def encode_and_upsert(
     for t in threads:
         t.start()
     with index.bulk_load("gpu"):
-        for item in encoder.batches(texts):
+        for item in batches:
             if errors:
                 break
             pending.put(item)
@@ -170,14 +207,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="tokenizer processes")
     parser.add_argument("--writers", type=int, default=2, help="upsert threads")
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--skip-pipeline", action="store_true", help="skip (d)")
+    parser.add_argument(
+        "--pipeline-chunks",
+        type=int,
+        default=20_000,
+        help="about this many chunks through the real pipeline (d); 0 skips it. Smaller than "
+        "--chunks because the pipeline chunks every document on one CPU core",
+    )
     parser.add_argument(
         "--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--chunk-workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="chunking processes, for the preparation and for (d)",
+    )
+    parser.add_argument("--skip-plain", action="store_true", help="leave out (b), the slowest")
     args = parser.parse_args()
-    if args.chunks <= 0 or args.batch_size <= 0 or args.writers <= 0:
-        parser.error("--chunks, --batch-size and --writers must be > 0")
+    if min(args.chunks, args.batch_size, args.writers, args.chunk_workers) <= 0:
+        parser.error("--chunks, --batch-size, --writers and --chunk-workers must be > 0")
+    if args.pipeline_chunks < 0:
+        parser.error("--pipeline-chunks must be >= 0")
     if args.device.startswith("cuda"):
         import torch
 
@@ -186,47 +238,90 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
 
-    settings = Settings(embedding_model=args.model, embedding_batch_size=args.batch_size)
-    model = SentenceTransformer(resolve_model_path(args.model), device=args.device)
-    docs, texts = corpus_chunks(args.dataset, settings, model, args.chunks)
+    settings = Settings(
+        embedding_model=args.model,
+        embedding_batch_size=args.batch_size,
+        ingest_chunk_workers=args.chunk_workers,
+        ingest_batch_docs=4096,
+    )
+    # fp32 whatever the saved weights are: (b) runs the model as ingest runs it today.
+    model = SentenceTransformer(resolve_model_path(args.model), device=args.device).float()
+    docs, texts, one_core, pooled = corpus_chunks(
+        args.dataset, settings, model, args.chunks, args.pipeline_chunks
+    )
     print(
         f"machine: {harness.machine()}, device {args.device}"
         + (f" ({_gpu_name()})" if args.device.startswith("cuda") else "")
         + f"\n{len(texts)} chunks of {args.dataset.name}, batch {args.batch_size}"
     )
+    rates: dict[str, float] = {}
+
+    def phase(name: str, chunks: int, seconds: float) -> None:
+        # Printed as each phase ends: a run cut short still reports what it measured.
+        rates[name] = chunks / seconds
+        print(f"{name}: {chunks} chunks in {seconds:.2f} s = {rates[name]:.1f}/s", flush=True)
+
+    phase("chunking_one_core", *one_core)
+    phase("chunking_pool", *pooled)
     warm = texts[: args.batch_size]
     model.encode(warm, batch_size=args.batch_size)
-
-    # (b) first: the model is still fp32, as ingest runs it today.
-    plain_s = timed(
-        args.device,
-        lambda: model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True),
-    )
+    if not args.skip_plain:  # first, while the model is still fp32 as ingest runs it today
+        phase(
+            "b_plain_encode",
+            len(texts),
+            timed(
+                args.device,
+                lambda: model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True),
+            ),
+        )
     encoder = FastEncoder(model, batch_size=args.batch_size, workers=args.workers)  # fp16 on CUDA
     encoder.encode(warm)
-    ceiling_s = ceiling(model, texts, args.batch_size, args.device)
+    phase("a_ceiling", len(texts), ceiling(encoder, texts, args.device))
+
+    bm25 = Bm25Encoder(Bm25Params(avg_len=AVG_LEN))
+    sparse: list[SparseVec] = [SparseVec([], [])] * len(texts)
+
+    def workers_only() -> None:
+        for positions, _, extra in encoder.tokenized(texts, side=bm25.embed_documents):
+            for p, sv in zip(positions, extra, strict=True):
+                sparse[p] = sv
+
+    phase("workers_tokenize_bm25", len(texts), timed(args.device, workers_only))
+    vectors = np.zeros((len(texts), encoder.dimension), dtype=np.float32)
+
+    def encode_only() -> None:
+        vectors[:] = encoder.encode(texts)
+
+    phase("encode_only", len(texts), timed(args.device, encode_only))
+    order = length_order(texts)
+    ready = (
+        (rows, vectors[rows], [sparse[p] for p in rows])
+        for rows in (order[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size))
+    )
     with tempfile.TemporaryDirectory(prefix="grounded-gpu-") as work:
-        upsert_s, written = encode_and_upsert(encoder, texts, Path(work) / "c", args.writers)
-        pipeline: dict[str, float] = {}
-        if not args.skip_pipeline:
+        seconds, written = write_batches(
+            ready, texts, Path(work) / "w", encoder.dimension, args.writers
+        )
+        phase("writes_only", written, seconds)
+        seconds, written = write_batches(
+            encoder.batches(texts, side=bm25.embed_documents),
+            texts,
+            Path(work) / "c",
+            encoder.dimension,
+            args.writers,
+        )
+        phase("c_encode_upsert", written, seconds)
+        if args.pipeline_chunks:
             embedder = FastEmbedder(
                 args.model, model, batch_size=args.batch_size, workers=args.workers
             )
             index = EdgeIndex(Path(work) / "d")
-            run_settings = settings.model_copy(update={"ingest_batch_docs": 4096})
-            report = build_ingestor(run_settings, index, embedder, "gpu").ingest(docs)
+            report = build_ingestor(settings, index, embedder, "gpu").ingest(docs)
             index.close()
-            pipeline = {"chunks": report.chunks_written, "seconds": report.seconds}
-    rates = {
-        "a_ceiling": len(texts) / ceiling_s,
-        "b_plain_encode": len(texts) / plain_s,
-        "c_encode_upsert": written / upsert_s,
-    }
-    if pipeline:
-        rates["d_pipeline"] = pipeline["chunks"] / pipeline["seconds"]
-    print(f"\n{'path':<18} {'chunks/s':>10} {'/ ceiling':>10}")
+            phase("d_pipeline", report.chunks_written, report.seconds)
+    print(f"\n{'path':<22} {'chunks/s':>10} {'/ ceiling':>10}")
     for name, rate in rates.items():
-        print(f"{name:<18} {rate:>10.1f} {rate / rates['a_ceiling']:>10.3f}")
+        print(f"{name:<22} {rate:>10.1f} {rate / rates['a_ceiling']:>10.3f}")
     print("goal: c / a >= 0.70 and >= 20,000 chunks/s on one H200")
     result = {
         "machine": harness.machine(),
@@ -235,6 +330,8 @@ def main() -> None:
         "chunks": len(texts),
         "batch_size": args.batch_size,
         "workers": encoder.workers,
+        "writers": args.writers,
+        "chunk_workers": args.chunk_workers,
         "fp16": encoder.fp16,
         "chunks_per_s": {k: round(v, 1) for k, v in rates.items()},
         "ratios_to_ceiling": {k: round(v / rates["a_ceiling"], 3) for k, v in rates.items()},

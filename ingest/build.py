@@ -63,4 +63,5 @@ def build_ingestor(
         tenant=tenant or settings.tenant,
         max_metadata_depth=settings.max_metadata_depth,
         max_metadata_bytes=settings.max_metadata_bytes,
+        chunk_workers=settings.ingest_chunk_workers,
     )

@@ -10,7 +10,9 @@ long before the model does. :class:`FastEncoder` keeps the model fed:
   of the model, into pinned memory copied to the GPU without blocking;
 - on CUDA the model runs in fp16 (cast once, in place) under ``torch.inference_mode``;
 - :meth:`FastEncoder.batches` yields each batch's vectors as soon as they are ready, so a
-  caller can write batch *k* while batch *k+1* is being embedded (``bench/gpu_ingest.py``).
+  caller can write batch *k* while batch *k+1* is being embedded (``bench/gpu_ingest.py``);
+- other per-text work the writer needs (BM25 vectors, say) can ride along in the workers
+  (``side=``): in the main process it would hold the GIL that feeds the GPU and runs the writes.
 
 On CPU it falls back cleanly: fp32, tokenization in-process (``workers=0``), the same vectors
 as ``encode(..., normalize_embeddings=True)`` within float tolerance.
@@ -21,14 +23,14 @@ Example::
     model = SentenceTransformer("all-MiniLM-L6-v2", device="cuda")
     encoder = FastEncoder(model, batch_size=1024, workers=4)   # fp16 on CUDA
     vectors = encoder.encode(texts)                              # (len(texts), 384), unit length
-    for positions, batch in encoder.batches(texts):              # positions index into texts
-        write(positions, batch)
+    for positions, batch, sparse in encoder.batches(texts, side=bm25.embed_documents):
+        write(positions, batch, sparse)                          # positions index into texts
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,21 +45,30 @@ def length_order(texts: Sequence[str]) -> np.ndarray:
 
 class _Batches:
     """The DataLoader's dataset: item ``i`` is batch ``i`` of the length-sorted texts, tokenized
-    (in a worker process when there are workers)."""
+    and passed through ``side`` (in a worker process when there are workers)."""
 
-    def __init__(self, model: Any, texts: Sequence[str], order: np.ndarray, size: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        texts: Sequence[str],
+        order: np.ndarray,
+        size: int,
+        side: Callable[[list[str]], Any] | None,
+    ) -> None:
         self.model = model
         self.texts = texts
         self.order = order
         self.size = size
+        self.side = side
 
     def __len__(self) -> int:
         return (len(self.order) + self.size - 1) // self.size
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, dict[str, Any], Any]:
         positions = self.order[i * self.size : (i + 1) * self.size]
-        features = self.model.preprocess([self.texts[p] for p in positions])
-        return positions, features
+        texts = [self.texts[p] for p in positions]
+        features = self.model.preprocess(texts)
+        return positions, features, self.side(texts) if self.side else None
 
 
 def _unbatched(item: Any) -> Any:
@@ -73,7 +84,8 @@ class FastEncoder:
             ``fp16`` it is cast to half precision in place (queries then run in fp16 too).
         batch_size: texts per forward pass; large (512-2048) on a GPU.
         workers: tokenizer processes; ``None`` = 0 on CPU (they would compete with the model
-            for the same cores), up to 4 on CUDA.
+            for the same cores); on CUDA half the CPU cores, at most 8 (one core tokenizes
+            ~2,000 256-token chunks/s, so a GPU at ~15,000/s needs several).
         fp16: half precision; ``None`` = on for CUDA, off elsewhere. Ignored on CPU.
         prefetch: batches each worker tokenizes ahead of the model.
     """
@@ -99,7 +111,7 @@ class FastEncoder:
         self.device = torch.device(model.device)
         self.cuda = self.device.type == "cuda"
         self.batch_size = batch_size
-        default_workers = min(4, os.cpu_count() or 1) if self.cuda else 0
+        default_workers = min(8, max(1, (os.cpu_count() or 1) // 2)) if self.cuda else 0
         self.workers = default_workers if workers is None else workers
         self.fp16 = bool(self.cuda if fp16 is None else fp16) and self.cuda
         self.prefetch = prefetch
@@ -108,17 +120,18 @@ class FastEncoder:
             model.half()
         model.eval()
 
-    def batches(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(positions, vectors)`` per batch, longest texts first: ``vectors[j]`` is the unit
-        length embedding of ``texts[positions[j]]`` (float32)."""
+    def tokenized(
+        self, texts: Sequence[str], side: Callable[[list[str]], Any] | None = None
+    ) -> Iterator[tuple[np.ndarray, dict[str, Any], Any]]:
+        """``(positions, features, extra)`` per length-sorted batch, as the model will get them:
+        the workers' half of :meth:`batches` (``bench/gpu_ingest.py`` times it alone)."""
         if not texts:
             return
-        import torch
         from torch.utils.data import DataLoader
 
         order = length_order(texts)
-        loader = DataLoader(
-            _Batches(self.model, texts, order, self.batch_size),
+        yield from DataLoader(
+            _Batches(self.model, texts, order, self.batch_size, side),
             batch_size=None,
             collate_fn=_unbatched,
             num_workers=self.workers,
@@ -126,20 +139,29 @@ class FastEncoder:
             prefetch_factor=self.prefetch if self.workers else None,
             persistent_workers=False,
         )
+
+    def batches(
+        self, texts: Sequence[str], side: Callable[[list[str]], Any] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
+        """``(positions, vectors, extra)`` per batch, longest texts first: ``vectors[j]`` is the
+        unit length embedding of ``texts[positions[j]]`` (float32); ``extra`` is
+        ``side([texts[p] for p in positions])``, computed beside the tokenizer, or ``None``."""
+        import torch
+
         with torch.inference_mode():
-            for positions, features in loader:
+            for positions, features, extra in self.tokenized(texts, side):
                 features = {
                     k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                     for k, v in features.items()
                 }
                 out = self.model(features)["sentence_embedding"]
                 out = torch.nn.functional.normalize(out.float(), p=2, dim=1)
-                yield np.asarray(positions), out.cpu().numpy()
+                yield np.asarray(positions), out.cpu().numpy(), extra
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """All vectors, in the order of ``texts``: shape ``(len(texts), dimension)``."""
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for positions, batch in self.batches(texts):
+        for positions, batch, _ in self.batches(texts):
             vectors[positions] = batch
         return vectors
 

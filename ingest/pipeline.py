@@ -22,12 +22,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Protocol
 
 import numpy as np
 
+from .chunk_pool import ChunkPool
 from .chunking import Chunker
 from .documents import (
     MAX_METADATA_BYTES,
@@ -156,6 +158,9 @@ class Ingestor:
             points the re-ingest checks, stale-chunk removal and deletes can touch.
         max_metadata_depth, max_metadata_bytes: documents whose metadata Qdrant could not store
             or return are skipped (reported), never written.
+        chunk_workers: processes that chunk each batch (:class:`~ingest.chunk_pool.ChunkPool`);
+            0 chunks in this process. Worth it only when the embedder outruns one core's
+            chunking (a GPU), and only for large ingests: the pool starts in ~seconds.
     """
 
     def __init__(
@@ -171,9 +176,13 @@ class Ingestor:
         tenant: str = DEFAULT_TENANT,
         max_metadata_depth: int = MAX_METADATA_DEPTH,
         max_metadata_bytes: int = MAX_METADATA_BYTES,
+        chunk_workers: int = 0,
     ) -> None:
         if batch_docs <= 0:
             raise ValueError("batch_docs must be > 0")
+        if chunk_workers < 0:
+            raise ValueError("chunk_workers must be >= 0")
+        self.chunk_workers = chunk_workers
         self.tenant = check_tenant(tenant)
         self.max_metadata_depth = max_metadata_depth
         self.max_metadata_bytes = max_metadata_bytes
@@ -224,9 +233,12 @@ class Ingestor:
         # Batch N is written while batch N+1 is embedded. Index reads (the plan) happen only
         # while no write is in flight: qdrant-client's local mode is not thread-safe.
         queued: tuple[Ingestor._Plan, np.ndarray, int, int] | None = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grounded-writer") as writer:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="grounded-writer") as writer,
+            self._chunking() as chunk_many,
+        ):
             for batch in batched(documents, self.batch_docs, BATCH_MAX_CHARS):
-                plan = self._plan(batch, report)
+                plan = self._plan(batch, report, chunk_many)
                 pending = self._submit(writer, queued, progress) if queued else None
                 vectors = self.embedder.embed_documents([c.embed_text for c, _, _ in plan.chunks])
                 if pending is not None:
@@ -271,7 +283,21 @@ class Ingestor:
             return str(exc)
         return None
 
-    def _plan(self, batch: list[Document], report: IngestReport) -> Ingestor._Plan:
+    @contextmanager
+    def _chunking(self) -> Iterator[Callable[[list[Document]], list[list[Chunk]]]]:
+        """What chunks a batch's documents: a process pool, or this process."""
+        if not self.chunk_workers:
+            yield lambda docs: [self.chunker.chunk(doc) for doc in docs]
+            return
+        with ChunkPool(self.chunker, self.chunk_workers) as pool:
+            yield pool.chunk_many
+
+    def _plan(
+        self,
+        batch: list[Document],
+        report: IngestReport,
+        chunk_many: Callable[[list[Document]], list[list[Chunk]]],
+    ) -> Ingestor._Plan:
         valid = []
         for doc in batch:
             problem = self._problem(doc)
@@ -286,14 +312,16 @@ class Ingestor:
             if exists and hashes
             else {}
         )
-        plan = Ingestor._Plan([], {})
+        todo = []
         for doc in valid:
-            doc_hash = hashes[doc.id]
             state = states.get(doc.id)
-            if state is not None and state.is_current(doc_hash):
+            if state is not None and state.is_current(hashes[doc.id]):
                 report.unchanged += 1
-                continue
-            chunks = self.chunker.chunk(doc)
+            else:
+                todo.append((doc, state))
+        plan = Ingestor._Plan([], {})
+        for (doc, state), chunks in zip(todo, chunk_many([d for d, _ in todo]), strict=True):
+            doc_hash = hashes[doc.id]
             if not chunks:
                 report.skipped.append(Skipped(doc.id, "empty document: no chunks"))
                 continue

@@ -74,13 +74,27 @@ def test_vectors_equal_plain_encode_in_the_callers_order(
 def test_batches_come_longest_first_and_cover_every_text(model: SentenceTransformer) -> None:
     encoder = FastEncoder(model, batch_size=4)
     batches = list(encoder.batches(TEXTS))
-    assert [len(p) for p, _ in batches] == [4, 4, 1]
-    positions = np.concatenate([p for p, _ in batches])
+    assert [len(p) for p, _, _ in batches] == [4, 4, 1]
+    assert all(extra is None for _, _, extra in batches)
+    positions = np.concatenate([p for p, _, _ in batches])
     assert sorted(positions.tolist()) == list(range(len(TEXTS)))
     lengths = [len(TEXTS[p]) for p in positions]
     assert lengths == sorted(lengths, reverse=True)
     assert list(encoder.batches([])) == []
     assert encoder.encode([]).shape == (0, 384)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_side_work_rides_along_with_each_batch(model: SentenceTransformer, workers: int) -> None:
+    bm25 = Bm25Encoder()
+    encoder = FastEncoder(model, batch_size=4, workers=workers)
+    seen = 0
+    for positions, vectors, sparse in encoder.batches(TEXTS, side=bm25.embed_documents):
+        assert len(sparse) == len(positions) == len(vectors)
+        # each BM25 vector belongs to the text at the same position, in a worker or not
+        assert sparse == [bm25.embed_document(TEXTS[p]) for p in positions]
+        seen += len(positions)
+    assert seen == len(TEXTS)
 
 
 def test_cpu_stays_fp32_and_tokenizes_in_process(model: SentenceTransformer) -> None:
@@ -133,13 +147,25 @@ def test_the_pipeline_ingests_with_the_fast_embedder(
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/datasets/scifact")
 def test_gpu_ingest_bench_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     command = [sys.executable, str(REPO / "bench" / "gpu_ingest.py"), "--device", "cpu"]
-    command += ["--chunks", "24", "--batch-size", "8", "--out", str(tmp_path)]
+    command += ["--chunks", "24", "--batch-size", "8", "--pipeline-chunks", "12"]
+    command += ["--chunk-workers", "2"]
+    command += ["--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     (result_file,) = tmp_path.glob("gpu_ingest-*.json")
     result = json.loads(result_file.read_text())
     assert result["chunks"] == 24 and result["fp16"] is False
     rates = result["chunks_per_s"]
-    assert set(rates) == {"a_ceiling", "b_plain_encode", "c_encode_upsert", "d_pipeline"}
+    assert set(rates) == {
+        "chunking_one_core",
+        "chunking_pool",
+        "a_ceiling",
+        "b_plain_encode",
+        "workers_tokenize_bm25",
+        "encode_only",
+        "writes_only",
+        "c_encode_upsert",
+        "d_pipeline",
+    }
     assert all(rate > 0 for rate in rates.values())
     assert result["ratios_to_ceiling"]["a_ceiling"] == 1.0

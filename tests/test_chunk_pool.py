@@ -1,0 +1,91 @@
+"""Chunking in worker processes (ingest/chunk_pool.py): the same chunks, in the same order, as
+the chunker in-process, and an ingest with ``chunk_workers`` writes the same points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.build import build_chunker, build_ingestor
+from ingest.chunk_pool import ChunkPool
+from ingest.documents import Document
+from ingest.embedding import SentenceTransformerEmbedder
+from ingest.index import EdgeIndex
+from ingest.pipeline import Ingestor
+from ingest.settings import Settings
+
+DOCS = [
+    Document("intro", "# Intro\nGrounded answers from your documents. It cites them.\n" * 30),
+    Document("short", "One sentence.", title="Short"),
+    Document("blank", "   "),
+    Document(
+        "list", "\n".join(f"- item {i} of a long list, Dr. Smith et al. agreed." for i in range(80))
+    ),
+    Document("long-word", "x" * 5000),
+] + [Document(f"n{i}", f"Note {i}. " + "Qdrant stores vectors. " * (i % 7 + 1)) for i in range(40)]
+
+
+def test_pool_chunks_equal_in_process_chunks(embedder: SentenceTransformerEmbedder) -> None:
+    chunker = build_chunker(Settings(chunk_size=64, chunk_overlap=16), embedder)
+    expected = [chunker.chunk(doc) for doc in DOCS]
+    with ChunkPool(chunker, workers=2) as pool:
+        assert pool.chunk_many(DOCS) == expected
+        assert pool.chunk_many([]) == []
+    assert sum(map(len, expected)) > len(DOCS)  # many-chunk documents were in the set
+
+
+def test_bad_worker_count_is_refused(embedder: SentenceTransformerEmbedder) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        ChunkPool(build_chunker(Settings(), embedder), workers=0)
+
+
+def _points(index: EdgeIndex, collection: str) -> dict[str, dict[str, object]]:
+    ids = index.point_ids(collection)
+    return index.payloads(collection, ids)
+
+
+def test_ingest_with_chunk_workers_writes_the_same_points(
+    embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    reports = {}
+    payloads = {}
+    for workers in (0, 2):
+        settings = Settings(
+            data_dir=tmp_path / f"w{workers}",
+            chunk_size=64,
+            chunk_overlap=16,
+            ingest_batch_docs=16,
+            ingest_chunk_workers=workers,
+        )
+        index = EdgeIndex(settings.data_dir)
+        try:
+            ingestor = build_ingestor(settings, index, embedder, "c")
+            assert ingestor.chunk_workers == workers
+            reports[workers] = ingestor.ingest(DOCS)
+            payloads[workers] = _points(index, "c")
+            again = ingestor.ingest(DOCS)  # nothing changed: nothing is chunked or written
+            assert again.unchanged == len(DOCS) - 1 and again.chunks_written == 0
+        finally:
+            index.close()
+    first, second = reports[0], reports[2]
+    assert (first.added, first.chunks_written) == (second.added, second.chunks_written)
+    assert first.added == len(DOCS) - 1
+    assert [s.doc_id for s in first.skipped] == [s.doc_id for s in second.skipped] == ["blank"]
+    assert payloads[0] == payloads[2] and len(payloads[0]) == first.chunks_written
+
+
+def test_negative_chunk_workers_are_refused(
+    embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError):
+        Settings(ingest_chunk_workers=-1)
+    index = EdgeIndex(tmp_path / "d")
+    try:
+        settings = Settings(data_dir=tmp_path / "d")
+        with pytest.raises(ValueError, match="chunk_workers"):
+            Ingestor(
+                index, embedder, build_chunker(settings, embedder), collection="c", chunk_workers=-1
+            )
+    finally:
+        index.close()
