@@ -41,9 +41,11 @@ from .retrieval import CHUNK_DEPTH, Tick, prepare_index, query_vectors
 BASELINE = "defaults"
 METRIC = "ndcg@10"
 TOLERANCE = 0.005
-# What a candidate may change: how chunks are cut and how a hybrid search is fused and read.
+# What a candidate may change: how chunks are cut, BM25's weighting, and how a hybrid search is
+# fused and read.
 TUNABLE = frozenset(
-    {*ChunkingSettings.model_fields, *RetrievalSettings.model_fields} - {"top_k", "max_top_k"}
+    {*ChunkingSettings.model_fields, *RetrievalSettings.model_fields, "bm25_k1", "bm25_b"}
+    - {"top_k", "max_top_k"}
 )
 # Chunk hits of one query: (doc_id, score), best first.
 Hits = list[tuple[str, float]]
@@ -208,7 +210,8 @@ def compare(
     for dataset in datasets:
         vectors = query_vectors(pipeline.embedder, dataset.queries)
         cache: dict[tuple[Any, ...], dict[str, Hits]] = {}
-        collections: dict[str, str] = {}  # chunker -> collection, within this dataset
+        # (chunking, BM25 weights) -> collection, within this dataset
+        collections: dict[tuple[Any, ...], str] = {}
         scores: dict[str, dict[str, float]] = {}
         for config in configs:
             settings = config.settings(pipeline.settings)
@@ -217,13 +220,14 @@ def compare(
                 if settings == pipeline.settings
                 else RagPipeline(settings, pipeline.index, pipeline.embedder)
             )
-            chunking = f"{settings.chunk_size}/{settings.chunk_overlap}"
-            if chunking not in collections:
+            # What the index holds: how chunks are cut and BM25 weights them.
+            built = (settings.chunk_size, settings.chunk_overlap, settings.bm25_k1, settings.bm25_b)
+            if built not in collections:
                 progress = _labelled(index_progress, dataset.name, config.label)
-                collections[chunking], _ = prepare_index(variant, dataset, progress)
-            key = _search_key(settings, collections[chunking])
+                collections[built], _ = prepare_index(variant, dataset, progress)
+            key = _search_key(settings, collections[built])
             if key not in cache:
-                cache[key] = search_hits(variant, dataset, collections[chunking], vectors, tick)
+                cache[key] = search_hits(variant, dataset, collections[built], vectors, tick)
             run = {q: aggregate(h, config.aggregation) for q, h in cache[key].items()}
             metrics = ranking_metrics(dataset.qrels, run)
             scores[config.label] = {k: round(v, 4) for k, v in metrics.items()}

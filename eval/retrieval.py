@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from ingest.build import build_chunker
+from ingest.build import bm25_params, build_chunker
 from ingest.documents import Document
 from ingest.embedding import Embedder
 from ingest.pipeline import IngestReport
+from ingest.sparse import Bm25Params
 from service.pipeline import RagPipeline
 from service.retrieval import SearchParams, doc_ranking
 
@@ -51,6 +52,11 @@ def collection_for(name: str, path: Path, pipeline: RagPipeline) -> str:
     # built by another chunker is never reused, nor rebuilt in place.
     signature = build_chunker(pipeline.settings, pipeline.embedder).signature
     key = f"{path.resolve()}|{pipeline.embedder.name}|{signature}"
+    # A collection keeps the BM25 weighting it was created with, so other k1/b need their own.
+    # Only non-default ones enter the key: caches built before it had BM25 stay valid.
+    bm25 = bm25_params(pipeline.settings)
+    if (bm25.k1, bm25.b) != (Bm25Params.k1, Bm25Params.b):
+        key += f"|bm25:{bm25.k1}:{bm25.b}"
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:32]
     return f"eval-{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 

@@ -98,14 +98,29 @@ def test_compare_on_two_sets(tmp_path: Path, embedder: SentenceTransformerEmbedd
     )
     indexed: set[tuple[str, str]] = set()
     try:
-        candidates = [parse_candidate("fusion=dbsf"), parse_candidate("aggregation=max+0.1")]
+        candidates = [
+            parse_candidate("fusion=dbsf"),
+            parse_candidate("aggregation=max+0.1"),
+            parse_candidate("bm25_k1=0.9,bm25_b=0.4"),
+        ]
         report = compare(
             pipeline, sets, candidates, index_progress=lambda d, label, _n: indexed.add((d, label))
         )
+        bm25 = {
+            pipeline.index.manifest(c).bm25.b  # type: ignore[union-attr]
+            for c in pipeline.index.list_collections()
+        }
     finally:
         pipeline.close()
-    # fusion and aggregation candidates reuse the baseline's index: one index per set
-    assert indexed == {("mini_beir", BASELINE), ("xquad-en", BASELINE)}
+    # fusion and aggregation candidates reuse the baseline's index; other BM25 weights need
+    # their own, created with those weights
+    assert indexed == {
+        ("mini_beir", BASELINE),
+        ("xquad-en", BASELINE),
+        ("mini_beir", "bm25_k1=0.9,bm25_b=0.4"),
+        ("xquad-en", "bm25_k1=0.9,bm25_b=0.4"),
+    }
+    assert bm25 == {0.75, 0.4}
     assert [(r.dataset, r.split) for r in report.results] == [
         ("mini_beir", "test"),
         ("xquad-en", "test"),
