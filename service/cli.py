@@ -574,9 +574,15 @@ def _register_plugins() -> None:
 
 
 def main() -> None:
+    from ingest.embedding import EmbeddingCacheError
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _register_plugins()
-    app()
+    try:
+        app()
+    except EmbeddingCacheError as exc:
+        # A setup problem any command can meet when it first embeds: a message, not a traceback.
+        raise SystemExit(fail(str(exc)).exit_code) from None
 
 
 if __name__ == "__main__":

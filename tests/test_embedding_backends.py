@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from support.cli_runner import grounded
 
 import ingest.build
 import ingest.embedding as embedding
@@ -146,3 +147,17 @@ def test_an_unusable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(EmbeddingCacheError, match=f"cannot use {blocker}/sub .*CACHE_DIR"):
         SentenceTransformerEmbedder(backend="onnx", cache_dir=blocker / "sub")
+
+
+def test_every_command_reports_an_unusable_cache_dir_without_a_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = grounded(
+        "search",
+        "hello",
+        data_dir=tmp_path / "data",
+        check_rc=1,
+        env={"GROUNDED_EMBEDDING_CACHE_DIR": str(blocker / "sub")},
+    )
+    assert "error: cannot use" in proc.stderr and "GROUNDED_EMBEDDING_CACHE_DIR" in proc.stderr
+    assert "Traceback" not in proc.stderr
