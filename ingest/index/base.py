@@ -25,15 +25,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+import numpy as np
 
 from ..names import DEFAULT_TENANT
 from ..payload import FILTERABLE_FIELDS as FILTERABLE_FIELDS
 from ..payload import STATE_FIELDS, TENANT
 from ..sparse import Bm25Params, SparseVec
-
-if TYPE_CHECKING:
-    import numpy as np
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -441,7 +440,9 @@ class Dialect(Generic[FilterT]):
         )
 
     def vectors(self, point: IndexPoint) -> dict[str, Any]:
-        return {DENSE: [float(x) for x in point.dense], SPARSE: self.sparse_vector(point.sparse)}
+        # tolist() converts in C: a third of an Edge upsert's time went into float(x) per value.
+        dense = np.asarray(point.dense, dtype=np.float32).tolist()
+        return {DENSE: dense, SPARSE: self.sparse_vector(point.sparse)}
 
     def query(self, query: Nearest | Rrf | Dbsf) -> Any:
         if isinstance(query, Rrf):
