@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +48,7 @@ from .names import DEFAULT_TENANT, check_tenant
 from .payload import chunk_payload
 from .sparse import Bm25Encoder, Bm25Params, measure_avg_len
 
+log = logging.getLogger(__name__)
 # ~8 MB of text per embed/write batch: enough to keep the encoder busy, small enough that one
 # batch of large documents does not take gigabytes of memory.
 BATCH_MAX_CHARS = 8_000_000
@@ -286,7 +289,10 @@ class Ingestor:
     @contextmanager
     def _chunking(self) -> Iterator[Callable[[list[Document]], list[list[Chunk]]]]:
         """What chunks a batch's documents: a process pool, or this process."""
-        if not self.chunk_workers:
+        # A daemonic process (a Celery prefork worker) may not start processes of its own.
+        if not self.chunk_workers or multiprocessing.current_process().daemon:
+            if self.chunk_workers:
+                log.warning("ingest_chunk_workers ignored: this process is a daemon")
             yield lambda docs: [self.chunker.chunk(doc) for doc in docs]
             return
         with ChunkPool(self.chunker, self.chunk_workers) as pool:

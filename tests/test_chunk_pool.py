@@ -89,3 +89,25 @@ def test_negative_chunk_workers_are_refused(
             )
     finally:
         index.close()
+
+
+def test_a_daemonic_process_chunks_in_process(
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Celery's prefork workers are daemons, which may not start processes of their own.
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+    started: list[int] = []
+    monkeypatch.setattr(ChunkPool, "__init__", lambda *a, **k: started.append(1))
+    settings = Settings(data_dir=tmp_path / "d", ingest_chunk_workers=2)
+    index = EdgeIndex(settings.data_dir)
+    try:
+        report = build_ingestor(settings, index, embedder, "c").ingest(DOCS[:3])
+    finally:
+        index.close()
+    assert report.added == 2 and not started
+    assert "ingest_chunk_workers ignored" in caplog.text
