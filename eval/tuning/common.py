@@ -147,7 +147,7 @@ def evaluate_modes(
     pipeline: RagPipeline,
     dataset: BeirDataset,
     collection: str,
-    modes: Sequence[str] = ("dense", "hybrid-rrf"),
+    modes: Sequence[str] = ("dense", "hybrid-rrf", "hybrid-dbsf"),
     **overrides: Any,
 ) -> dict[str, float]:
     """nDCG@10 per retrieval mode through the service's retriever (queries embedded in one

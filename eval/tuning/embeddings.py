@@ -274,7 +274,7 @@ def compare_splits(
     tuned: RagPipeline,
     splits: dict[str, Any],
     log: Log,
-    modes: tuple[str, ...] = ("dense", "hybrid-rrf"),
+    modes: tuple[str, ...] = ("dense", "hybrid-rrf", "hybrid-dbsf"),
 ) -> dict[str, dict[str, dict[str, float]]]:
     """nDCG@10 per split and mode, base vs tuned, with grounded's retrieval on full indexes.
 
