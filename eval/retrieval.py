@@ -27,7 +27,6 @@ from ingest.build import bm25_params, build_chunker
 from ingest.documents import Document
 from ingest.embedding import Embedder
 from ingest.pipeline import IngestReport
-from ingest.sparse import Bm25Params
 from service.pipeline import RagPipeline
 from service.retrieval import SearchParams, doc_ranking
 
@@ -40,6 +39,8 @@ MODES: dict[str, dict[str, Any]] = {
     "hybrid-rrf": {"mode": "hybrid", "fusion": "rrf"},
     "hybrid-dbsf": {"mode": "hybrid", "fusion": "dbsf"},
 }
+# BM25 k1 and b of eval caches keyed before the weighting was part of the key.
+UNKEYED_BM25 = (1.2, 0.75)
 # Chunks fetched per query: enough distinct documents for Recall@100 after aggregation.
 CHUNK_DEPTH = 300
 
@@ -52,10 +53,11 @@ def collection_for(name: str, path: Path, pipeline: RagPipeline) -> str:
     # built by another chunker is never reused, nor rebuilt in place.
     signature = build_chunker(pipeline.settings, pipeline.embedder).signature
     key = f"{path.resolve()}|{pipeline.embedder.name}|{signature}"
-    # A collection keeps the BM25 weighting it was created with, so other k1/b need their own.
-    # Only non-default ones enter the key: caches built before it had BM25 stay valid.
+    # A collection keeps the BM25 weighting it was created with, so another k1/b needs its own.
+    # The weighting every cache had before the key named it stays out of the key: those caches
+    # stay valid.
     bm25 = bm25_params(pipeline.settings)
-    if (bm25.k1, bm25.b) != (Bm25Params.k1, Bm25Params.b):
+    if (bm25.k1, bm25.b) != UNKEYED_BM25:
         key += f"|bm25:{bm25.k1}:{bm25.b}"
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:32]
     return f"eval-{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

@@ -28,8 +28,8 @@ class SparseVec:
 
 @dataclass(frozen=True)
 class Bm25Params:
-    k1: float = 1.2
-    b: float = 0.75
+    k1: float = 0.9
+    b: float = 0.4
     avg_len: float = 256.0
     language: str = "english"
 

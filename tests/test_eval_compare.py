@@ -101,7 +101,7 @@ def test_compare_on_two_sets(tmp_path: Path, embedder: SentenceTransformerEmbedd
         candidates = [
             parse_candidate("fusion=dbsf"),
             parse_candidate("aggregation=max+0.1"),
-            parse_candidate("bm25_k1=0.9,bm25_b=0.4"),
+            parse_candidate("bm25_k1=1.2,bm25_b=0.75"),
         ]
         report = compare(
             pipeline, sets, candidates, index_progress=lambda d, label, _n: indexed.add((d, label))
@@ -117,8 +117,8 @@ def test_compare_on_two_sets(tmp_path: Path, embedder: SentenceTransformerEmbedd
     assert indexed == {
         ("mini_beir", BASELINE),
         ("xquad-en", BASELINE),
-        ("mini_beir", "bm25_k1=0.9,bm25_b=0.4"),
-        ("xquad-en", "bm25_k1=0.9,bm25_b=0.4"),
+        ("mini_beir", "bm25_k1=1.2,bm25_b=0.75"),
+        ("xquad-en", "bm25_k1=1.2,bm25_b=0.75"),
     }
     assert bm25 == {0.75, 0.4}
     assert [(r.dataset, r.split) for r in report.results] == [
