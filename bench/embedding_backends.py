@@ -14,6 +14,9 @@ For each backend, in one run (so every ratio compares figures measured side by s
 4. Query embedding alone: ``embed_query`` on each test query (or the first ``--timing-queries``),
    one at a time, p50/p95 ms, with
    ONNX Runtime's default threads (one per core) and with 1 thread.
+5. A reference ingest: torch at ``--reference-batch`` texts per forward pass (64, the default
+   until small batches were measured faster on CPU), so ingest rates compare with what ingest
+   did before both changes.
 
 The corpus is every document judged for a test query plus ``--distractors`` others (the first
 ones in corpus order), so a run takes minutes; ``--full`` uses all 5,183 documents (torch takes
@@ -90,6 +93,13 @@ def main() -> None:
     parser.add_argument(
         "--timing-queries", type=int, default=300, help="queries timed for query-embedding ms"
     )
+    parser.add_argument(
+        "--reference-batch",
+        type=int,
+        default=64,
+        help="also ingest with torch at this embedding batch size (the default before "
+        "2026-11-27): every backend's ingest rate is reported against it too; 0 skips it",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     backends = args.backends.split(",")
@@ -142,6 +152,25 @@ def main() -> None:
         rows[backend] = row
         print(f"{backend}: {row}", flush=True)
 
+    reference: float | None = None
+    if args.reference_batch:
+        settings = Settings(
+            data_dir=work / "reference",
+            collection=COLLECTION,
+            embedding_backend="torch",
+            embedding_batch_size=args.reference_batch,
+        )
+        pipeline = RagPipeline.from_settings(settings)
+        try:
+            pipeline.embedder.embed_documents(["warm-up"] * 64)
+            report = pipeline.ingest(dataset.corpus, COLLECTION)
+        finally:
+            pipeline.close()
+        reference = report.chunks_written / report.seconds
+        print(f"reference: torch at batch {args.reference_batch}: {reference:.1f} chunks/s")
+        for row in rows.values():
+            row["ingest_vs_reference"] = round(row["ingest_chunks_per_s"] / reference, 2)
+
     base = rows["torch"]
     print(
         f"\n{'backend':<10} {'nDCG@10':>8} {'Δ':>7} {'Δ torch idx':>11} {'q p50 ms':>9} "
@@ -174,6 +203,8 @@ def main() -> None:
         "queries": len(queries),
         "backends": rows,
         "fastest_within_0.005": fastest,
+        "reference_batch": args.reference_batch or None,
+        "reference_ingest_chunks_per_s": round(reference, 1) if reference else None,
     }
     path.write_text(json.dumps(result, indent=2))
     print(f"written: {path}")
