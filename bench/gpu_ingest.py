@@ -25,7 +25,7 @@ and embeddings made beforehand, upserts only).
 Measured on one H100 (2026-11-27, 100,000 chunks, batch 1024, 4 tokenizer workers, before BM25
 moved into the workers): ceiling 14,421 chunks/s; plain fp32 encode 964/s (0.067); encode +
 upsert 2,264/s (0.157); the pipeline did not finish 20,000 chunks in the ~100 s left: one
-Xeon core chunks ~210 chunks/s. See docs/performance.md.
+Xeon core chunks ~210 chunks/s. See docs/scaling.md, "GPU ingestion".
 
 It prints chunks/s of each and the ratios to (a). Goal: (c) >= 70% of (a), >= 20,000 chunks/s on
 one H200 (issue #11).
@@ -212,7 +212,7 @@ def main() -> None:
         type=int,
         default=20_000,
         help="about this many chunks through the real pipeline (d); 0 skips it. Smaller than "
-        "--chunks because the pipeline chunks every document on one CPU core",
+        "--chunks because the pipeline chunks every copy of a document again",
     )
     parser.add_argument(
         "--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact"
