@@ -90,8 +90,9 @@ function useKey(event) {
   state.key = $("api-key").value.trim();
   sessionStorage.setItem(KEY_STORAGE, state.key);
   $("api-key").value = "";
-  setStatus("Key set for this tab.");
-  loadAll();
+  // Confirmed only once the server has taken the key: loadAll() would otherwise clear it at once.
+  setStatus("Checking the key…");
+  loadAll("Key set for this tab.");
 }
 
 function forgetKey() {
@@ -238,11 +239,11 @@ async function showReport(report) {
   $("report-view").scrollIntoView();
 }
 
-async function loadAll() {
+async function loadAll(done = "") {
   try {
     applyInfo(await getJSON("/v1/info"));
     await Promise.all([loadCollections(), loadJobs(), loadReports()]);
-    if (!$("status").classList.contains("error")) setStatus("");
+    if (!$("status").classList.contains("error")) setStatus(done);
   } catch (error) {
     report(error);
   }
@@ -543,7 +544,7 @@ function start() {
   $("ask-form").addEventListener("submit", ask);
   $("task").addEventListener("change", syncControls);
   $("mode").addEventListener("change", syncControls);
-  $("refresh").addEventListener("click", loadAll);
+  $("refresh").addEventListener("click", () => loadAll());
   $("citation-close").addEventListener("click", closeCitation);
   $("report-close").addEventListener("click", () => ($("report-view").hidden = true));
   document.addEventListener("keydown", (event) => event.key === "Escape" && closeCitation());
