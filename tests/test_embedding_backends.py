@@ -3,6 +3,8 @@ and computing the same vectors as torch (fp32 exactly, int8 closely)."""
 
 from __future__ import annotations
 
+import copy
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,9 @@ def test_onnx_vectors_agree_with_torch(
 ) -> None:
     onnx = build_embedder(Settings(embedding_backend=backend, embedding_cache_dir=cache))
     assert (onnx.backend, onnx.name) == (backend, torch_embedder.name)
+    # The default model's graph is fused into ONNX Runtime's kernels (what makes int8 fast).
+    meta = json.loads((onnx_export(onnx.name, backend, cache) / embedding.META_FILE).read_text())
+    assert meta["fused"] is True
     assert (onnx.dimension, onnx.max_tokens) == (
         torch_embedder.dimension,
         torch_embedder.max_tokens,
@@ -58,6 +63,26 @@ def test_onnx_vectors_agree_with_torch(
     text = SENTENCES[2]
     assert onnx.tokenizer(text)["input_ids"] == torch_embedder.tokenizer(text)["input_ids"]
     assert onnx.embed_documents([]).shape == (0, onnx.dimension)
+
+
+def test_a_fusion_that_changes_the_vectors_keeps_the_traced_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_embedder: SentenceTransformerEmbedder
+) -> None:
+    fuse = embedding._fuse
+
+    def checked_on_left_padding(path: Path, config: Any, tokenizer: Any, names: list[str]) -> bool:
+        # The fused kernels read the mask as "first n tokens": left padding breaks that.
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.padding_side = "left"
+        return fuse(path, config, tokenizer, names)
+
+    monkeypatch.setattr(embedding, "_fuse", checked_on_left_padding)
+    folder = onnx_export("all-MiniLM-L6-v2", "onnx", tmp_path)
+    assert json.loads((folder / embedding.META_FILE).read_text())["fused"] is False
+    assert not (folder / "fused.onnx").exists()
+    onnx = SentenceTransformerEmbedder(backend="onnx", cache_dir=tmp_path)
+    cosines = (onnx.embed_documents(SENTENCES) * torch_embedder.embed_documents(SENTENCES)).sum(1)
+    assert cosines.min() > 0.9999, cosines
 
 
 def test_second_use_loads_the_cached_export(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
