@@ -9,16 +9,18 @@ No 11-hour embedding run: ``fill`` embeds ``--base-chunks`` real SciFact chunks 
 default model (cached under ``--cache``), then writes point ``i`` as base chunk ``i mod K``'s
 dense vector plus Gaussian noise (``--noise`` per dimension), renormalised, with that chunk's real
 BM25 vector and text. Payloads carry ``source`` (one of 100 parts, keyword-indexed) and
-``chunk_index`` (0-3), so filtered searches select 1% and 50% of the points. The collection is
-written inside :meth:`~ingest.index.VectorIndex.bulk_load` and its HNSW graph built once at the
-end, with the ``--m`` / ``--ef-construct`` / ``--int8`` tuning (:class:`~ingest.index.IndexTuning`).
+``chunk_index`` (0-3), so filtered searches select 1%, 3% and 50% of the points. The collection
+is written inside :meth:`~ingest.index.VectorIndex.bulk_load` and its HNSW graph built once at the
+end, with the ``--m`` / ``--ef-construct`` / ``--int8`` / ``--sparse-full-scan`` tuning
+(:class:`~ingest.index.IndexTuning`).
 
 ``search`` reopens the store from disk (open time), then runs the SciFact test queries (their
 dense and BM25 vectors computed once by ``fill``, so the figures are search only) through
-:meth:`EdgeIndex.search` in hybrid mode (DBSF, the default fusion) without a filter, with a 1%
-filter and with a 50% filter, for each search-time tuning: the collection's default, a few
-``hnsw_ef`` values and, on an int8 collection, quantized search against its full vectors. It
-reports p50/p95 per case, dense recall@10 against exact search, resident memory (RSS) and disk.
+:meth:`EdgeIndex.search` in hybrid mode (DBSF, the default fusion) without a filter and with
+each filter, for each search-time tuning: the collection's default, a few ``hnsw_ef`` values
+and, on an int8 collection, quantized search against its full vectors; and the BM25 leg alone
+once per filter. It reports p50/p95 per case, dense recall@10 against exact search, resident
+memory (RSS) and disk.
 
 ``ndcg`` measures what the same tunings do to SciFact nDCG@10 through the eval module
 (:func:`eval.retrieval.evaluate_retrieval`, the figures of README): it copies the eval's SciFact
@@ -69,6 +71,9 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 FILTERS: dict[str, tuple[FieldFilter, ...]] = {
     "none": (),
     "source (1%)": (FieldFilter("source", value="/corpus/part-07.jsonl"),),
+    "source (3%)": (
+        FieldFilter("source", any=tuple(f"/corpus/part-{i:02d}.jsonl" for i in (7, 8, 9))),
+    ),
     "chunk_index<=1 (50%)": (FieldFilter("chunk_index", lte=1),),
 }
 
@@ -166,7 +171,10 @@ def fill(args: argparse.Namespace) -> None:
     if args.store.exists():
         shutil.rmtree(args.store)
     tuning = IndexTuning(
-        m=args.m, ef_construct=args.ef_construct, quantization="int8" if args.int8 else "none"
+        m=args.m,
+        ef_construct=args.ef_construct,
+        quantization="int8" if args.int8 else "none",
+        sparse_full_scan=args.sparse_full_scan,
     )
     index = EdgeIndex(args.store, tuning)
     manifest = Manifest(base["model"], base["dense"].shape[1], Bm25Params(**base["bm25"]), "bench")
@@ -275,6 +283,13 @@ def search(args: argparse.Namespace) -> None:
                 "p50_ms": round(harness.percentile(times, 50), 2),
                 "p95_ms": round(harness.percentile(times, 95), 2),
             }
+        if not rows:  # the BM25 leg alone, once: no search-time tuning touches it
+            for label, filters in FILTERS.items():
+                times = run(tuning, filters, "sparse")
+                row[f"sparse {label}"] = {
+                    "p50_ms": round(harness.percentile(times, 50), 2),
+                    "p95_ms": round(harness.percentile(times, 95), 2),
+                }
         rows.append(row)
         print(json.dumps(row), flush=True)
     rss_end = rss_mb()
@@ -397,6 +412,12 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=None, help="HNSW m (unset = 16)")
     parser.add_argument("--ef-construct", type=int, default=None, help="unset = 100")
     parser.add_argument("--int8", action="store_true", help="build an int8 copy of the vectors")
+    parser.add_argument(
+        "--sparse-full-scan",
+        type=int,
+        default=None,
+        help="BM25 full-scan threshold in points (unset = Qdrant's 5,000)",
+    )
     parser.add_argument("--queries", type=int, default=300, help="SciFact test queries timed")
     parser.add_argument("--recall-queries", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=2, help="passes over the queries per case")

@@ -220,6 +220,13 @@ class IndexTuningSettings(Concern):
         le=16,
         description="int8 candidates fetched per result before re-scoring; unset = 1.",
     )
+    sparse_full_scan_threshold: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="BM25 of new collections: a filter estimated to keep fewer points than this "
+        "scores them one by one instead of walking whole posting lists; unset = Qdrant's 5,000.",
+    )
 
 
 class EmbeddingSettings(Concern):

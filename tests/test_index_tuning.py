@@ -10,6 +10,7 @@ collection parameters, so on that adapter a spy records what is asked of the cli
 from __future__ import annotations
 
 import inspect
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -37,7 +38,13 @@ from ingest.settings import Settings
 from ingest.sparse import Bm25Params, SparseVec
 
 TUNED = IndexTuning(
-    m=8, ef_construct=32, quantization="int8", hnsw_ef=48, rescore=True, oversampling=2.0
+    m=8,
+    ef_construct=32,
+    quantization="int8",
+    hnsw_ef=48,
+    rescore=True,
+    oversampling=2.0,
+    sparse_full_scan=20_000,
 )
 
 
@@ -100,6 +107,7 @@ def test_settings_become_the_tuning() -> None:
         quantization="int8",
         quantization_rescore=True,
         quantization_oversampling=2.0,
+        sparse_full_scan_threshold=20_000,
     )
     assert IndexTuning.from_settings(settings) == TUNED
     assert TUNED.hnsw == (8, 32)
@@ -120,6 +128,7 @@ def test_settings_become_the_tuning() -> None:
         {"hnsw_ef": 0},
         {"quantization": "int4"},
         {"quantization_oversampling": 0.5},
+        {"sparse_full_scan_threshold": 0},
     ],
 )
 def test_bad_tuning_settings_are_refused(bad: dict[str, Any]) -> None:
@@ -189,6 +198,10 @@ def test_the_server_adapter_creates_and_searches_with_the_tuning() -> None:
     assert created["hnsw_config"] == qm.HnswConfigDiff(m=8, ef_construct=32)
     scalar = created["quantization_config"].scalar
     assert scalar.type == qm.ScalarType.INT8 and scalar.quantile == 0.99
+    (bm25,) = created["sparse_vectors_config"].values()
+    assert bm25 == qm.SparseVectorParams(
+        index=qm.SparseIndexParams(full_scan_threshold=20_000), modifier=qm.Modifier.IDF
+    )
     index.upsert("c", _points(_unit(4, 4)))
     index.search("c", SearchQuery(dense=[1, 0, 0, 0], sparse=SparseVec([1], [1.0]), exact=True))
     (queried,) = spy.kwargs_of("query_points")
@@ -208,6 +221,8 @@ def test_the_server_adapter_sends_nothing_when_untuned() -> None:
     index.create_collection("c", _manifest(4))
     (created,) = spy.kwargs_of("create_collection")
     assert "hnsw_config" not in created and "quantization_config" not in created
+    (bm25,) = created["sparse_vectors_config"].values()
+    assert bm25 == qm.SparseVectorParams(modifier=qm.Modifier.IDF)
     index.upsert("c", _points(_unit(4, 4)))
     index.search("c", SearchQuery(dense=[1, 0, 0, 0], sparse=None, mode="dense"))
     (queried,) = spy.kwargs_of("query_points")
@@ -299,3 +314,44 @@ def test_edge_int8_scores_are_quantized_unless_rescored(
         assert _score_error(reopened, edge_vectors, queries) > 1e-3
     finally:
         reopened.close()
+
+
+def _sparse_filtered_hits(index: EdgeIndex, terms: list[int]) -> list[tuple[str, float]]:
+    query = SearchQuery(None, SparseVec(terms, [1.0] * len(terms)), "sparse", limit=20)
+    query = replace(query, filters=(FieldFilter("source", value="s1"),))
+    return [(h.id, round(h.score, 5)) for h in index.search("c", query)]
+
+
+def test_edge_bm25_full_scan_threshold_is_the_collections_and_changes_no_result(
+    tmp_path: Path,
+) -> None:
+    """Below the threshold a filtered BM25 search scores the filtered points one by one; above
+    it, it walks posting lists. The two paths must rank alike; the threshold is stored with the
+    collection, like the graph."""
+    points = [
+        replace(p, sparse=SparseVec(p.sparse.indices, [1.0 + i / 3_000, 0.5 + (i % 89) / 100]))
+        for i, p in enumerate(_points(_unit(3_000, DIM, seed=3)))
+    ]  # distinct weights: no ties, so the two paths' rankings compare exactly
+    hits = {}
+    for name, threshold in (("postings", 1), ("scan", 1_000_000)):
+        index = EdgeIndex(tmp_path / name, IndexTuning(sparse_full_scan=threshold))
+        index.create_collection("c", _manifest(DIM))
+        index.upsert("c", points)
+        index.flush("c")
+        try:
+            hits[name] = [_sparse_filtered_hits(index, [t, 1000 + t % 13]) for t in range(0, 97, 7)]
+        finally:
+            index.close()
+        reopened = EdgeIndex(tmp_path / name)  # names no threshold: the stored one stays
+        try:
+            stored = json.loads(
+                (tmp_path / name / "collections/c/shard/edge_config.json").read_text()
+            )
+            assert stored["sparse_vectors"]["bm25"]["full_scan_threshold"] == threshold
+            assert [
+                _sparse_filtered_hits(reopened, [t, 1000 + t % 13]) for t in range(0, 97, 7)
+            ] == hits[name]
+        finally:
+            reopened.close()
+    assert hits["postings"] == hits["scan"]
+    assert all(hits["scan"]), "every query should match some filtered points"

@@ -111,7 +111,8 @@ class IndexTuning:
     """The dense HNSW graph and int8 quantization of new collections, and how a search uses
     them; every field left unset keeps today's behaviour (Qdrant's defaults).
 
-    ``m``, ``ef_construct`` and ``quantization`` are fixed when a collection is created;
+    ``m``, ``ef_construct``, ``quantization`` and ``sparse_full_scan`` are fixed when a
+    collection is created;
     ``hnsw_ef``, ``rescore`` and ``oversampling`` go into every query's search parameters
     (each prefetch of a hybrid query too). Both adapters take one and spell it in their SDK.
 
@@ -129,11 +130,14 @@ class IndexTuning:
     hnsw_ef: int | None = None
     rescore: bool | None = None
     oversampling: float | None = None
+    # BM25: a filter estimated to keep fewer points than this scores them one by one instead of
+    # walking whole posting lists (Qdrant: 5,000).
+    sparse_full_scan: int | None = None
     # Search a quantized collection's full vectors: for a bench comparing both on one store.
     ignore_quantization: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("m", "ef_construct", "hnsw_ef"):
+        for name in ("m", "ef_construct", "hnsw_ef", "sparse_full_scan"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -150,6 +154,7 @@ class IndexTuning:
             hnsw_ef=settings.hnsw_ef,
             rescore=settings.quantization_rescore,
             oversampling=settings.quantization_oversampling,
+            sparse_full_scan=settings.sparse_full_scan_threshold,
         )
 
     @property

@@ -178,7 +178,11 @@ class EdgeIndex(QdrantAdapter[qe.Filter]):
                 raise IndexProblem(f"collection {collection!r} already exists")
             config = qe.EdgeConfig(
                 vectors={DENSE: edge_vector_params(manifest.dimension, self.tuning)},
-                sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                sparse_vectors={
+                    SPARSE: qe.EdgeSparseVectorParams(
+                        modifier=qe.Modifier.Idf, full_scan_threshold=self.tuning.sparse_full_scan
+                    )
+                },
             )
             if (folder / "shard").exists():  # left by a crash before the manifest was written
                 shutil.rmtree(folder / "shard")

@@ -109,6 +109,13 @@ def tuning_create_kwargs(tuning: IndexTuning) -> dict[str, Any]:
     return kwargs
 
 
+def server_sparse_params(tuning: IndexTuning) -> qm.SparseVectorParams:
+    """BM25's sparse vector: IDF weighting, and the tuning's full-scan threshold when set."""
+    threshold = tuning.sparse_full_scan
+    index = qm.SparseIndexParams(full_scan_threshold=threshold) if threshold else None
+    return qm.SparseVectorParams(modifier=qm.Modifier.IDF, index=index)
+
+
 def client_search_params(tuning: IndexTuning, exact: bool) -> qm.SearchParams | None:
     params = tuning.search_params(exact)
     if params is None:
@@ -178,7 +185,7 @@ class ServerIndex(QdrantAdapter[qm.Filter]):
             vectors_config={
                 DENSE: qm.VectorParams(size=manifest.dimension, distance=qm.Distance.COSINE)
             },
-            sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+            sparse_vectors_config={SPARSE: server_sparse_params(self.tuning)},
             metadata={_MANIFEST_KEY: manifest.to_dict()},
             **self.cluster.create_kwargs(),
             **tuning_create_kwargs(self.tuning),
