@@ -179,11 +179,11 @@ class QdrantClusterSettings(Concern):
 
 
 class IndexTuningSettings(Concern):
-    """The dense HNSW graph and scalar (int8) quantization; unset = Qdrant's defaults. The graph
-    and quantization are fixed when a collection is created; the search fields apply to every
-    query."""
+    """The dense HNSW graph, scalar (int8) quantization and BM25's full-scan threshold; the dense
+    fields unset = Qdrant's defaults. The graph, quantization and threshold are fixed when a
+    collection is created; the search fields apply to every query."""
 
-    title = "Index tuning (HNSW and quantization)"
+    title = "Index tuning (HNSW, quantization, BM25 full scan)"
 
     hnsw_m: int | None = Field(
         None,
@@ -221,11 +221,12 @@ class IndexTuningSettings(Concern):
         description="int8 candidates fetched per result before re-scoring; unset = 1.",
     )
     sparse_full_scan_threshold: int | None = Field(
-        None,
+        20_000,
         ge=1,
         le=10_000_000,
         description="BM25 of new collections: a filter estimated to keep fewer points than this "
-        "scores them one by one instead of walking whole posting lists; unset = Qdrant's 5,000.",
+        "scores them one by one instead of walking whole posting lists (at 1M chunks a 1% filter "
+        "went from p95 19 to 6 ms); Qdrant's own default is 5,000.",
     )
 
 

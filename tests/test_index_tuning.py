@@ -91,9 +91,11 @@ class RecordingClient:
 
 
 # settings -----------------------------------------------------------------------------------
-def test_unset_settings_are_todays_behaviour() -> None:
+def test_default_settings_keep_qdrants_defaults_but_bm25s_full_scan() -> None:
     tuning = IndexTuning.from_settings(Settings())
-    assert tuning == IndexTuning()
+    # BM25's full-scan threshold is grounded's own default (docs/scaling.md); the rest, Qdrant's.
+    assert tuning == IndexTuning(sparse_full_scan=20_000)
+    assert IndexTuning.from_settings(Settings(sparse_full_scan_threshold=None)) == IndexTuning()
     assert tuning.hnsw is None and not tuning.int8
     assert tuning.search_params(exact=False) is None
     assert tuning.search_params(exact=True) == {"exact": True}
@@ -149,12 +151,16 @@ def test_open_index_hands_the_tuning_to_either_adapter(tmp_path: Path) -> None:
     edge = open_index(Settings(data_dir=tmp_path / "data", **tuning_settings))
     try:
         assert isinstance(edge, EdgeIndex)
-        assert edge.tuning == IndexTuning(m=8, hnsw_ef=48, quantization="int8")
+        assert edge.tuning == IndexTuning(
+            m=8, hnsw_ef=48, quantization="int8", sparse_full_scan=20_000
+        )
     finally:
         edge.close()
     server = open_index(Settings(qdrant_url="http://127.0.0.1:1", **tuning_settings))
     assert isinstance(server, ServerIndex)
-    assert server.tuning == IndexTuning(m=8, hnsw_ef=48, quantization="int8")
+    assert server.tuning == IndexTuning(
+        m=8, hnsw_ef=48, quantization="int8", sparse_full_scan=20_000
+    )
 
 
 # both adapters --------------------------------------------------------------------------------
