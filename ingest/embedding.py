@@ -101,7 +101,8 @@ class SentenceTransformerEmbedder:
         model: sentence-transformers name (hub id) or a local path.
         query_prefix: text prepended to every query.
         passage_prefix: text prepended to every passage.
-        batch_size: encode batch size.
+        batch_size: texts per forward pass on CPU (4: pads less and stays in cache, see
+            docs/performance.md); a GPU's bulk path batches at least 512.
         device: torch device; ``None`` lets sentence-transformers pick. The ONNX backends run on
             CPU and ignore it.
         backend: ``torch``, ``onnx`` or ``onnx-int8`` (see the module docstring).
@@ -120,7 +121,7 @@ class SentenceTransformerEmbedder:
         *,
         query_prefix: str = "",
         passage_prefix: str = "",
-        batch_size: int = 64,
+        batch_size: int = 4,
         device: str | None = None,
         backend: str = "torch",
         cache_dir: Path | str | None = None,
