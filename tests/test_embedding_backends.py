@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,10 @@ def test_onnx_vectors_agree_with_torch(
 
 
 def test_a_fusion_that_changes_the_vectors_keeps_the_traced_graph(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_embedder: SentenceTransformerEmbedder
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    torch_embedder: SentenceTransformerEmbedder,
 ) -> None:
     fuse = embedding._fuse
 
@@ -77,7 +81,9 @@ def test_a_fusion_that_changes_the_vectors_keeps_the_traced_graph(
         return fuse(path, config, tokenizer, names)
 
     monkeypatch.setattr(embedding, "_fuse", checked_on_left_padding)
-    folder = onnx_export("all-MiniLM-L6-v2", "onnx", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="ingest.embedding"):
+        folder = onnx_export("all-MiniLM-L6-v2", "onnx", tmp_path)
+    assert "ONNX fusion changed" in caplog.text and "kept the traced graph" in caplog.text
     assert json.loads((folder / embedding.META_FILE).read_text())["fused"] is False
     assert not (folder / "fused.onnx").exists()
     onnx = SentenceTransformerEmbedder(backend="onnx", cache_dir=tmp_path)
