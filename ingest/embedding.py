@@ -275,7 +275,7 @@ def onnx_export(model: str, backend: str, cache_dir: Path | None = None) -> Path
 
     Example::
 
-        folder = onnx_export("all-MiniLM-L6-v2", "onnx-int8")   # ~5 s the first time, then ~0
+        folder = onnx_export("all-MiniLM-L6-v2", "onnx-int8")   # ~10 s the first time, then ~0
     """
     if backend not in ("onnx", "onnx-int8"):
         raise ValueError(f"no ONNX export for backend {backend!r}")
