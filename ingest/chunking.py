@@ -14,7 +14,7 @@ tokens. Character offsets point back into the document text, so
 
 Example::
 
-    chunker = TokenChunker(embedder.tokenizer, chunk_size=256, chunk_overlap=32)
+    chunker = TokenChunker(embedder.tokenizer, chunk_size=256, chunk_overlap=64)
     chunks = chunker.chunk(Document("a", "# Intro\\nSome text."))
 """
 
@@ -76,7 +76,7 @@ class TokenChunker:
             a section may take.
     """
 
-    def __init__(self, tokenizer: Any, chunk_size: int = 256, chunk_overlap: int = 32) -> None:
+    def __init__(self, tokenizer: Any, chunk_size: int = 256, chunk_overlap: int = 64) -> None:
         if chunk_size < 16:
             raise ValueError("chunk_size must be >= 16")
         if not 0 <= chunk_overlap < chunk_size // 2:

@@ -32,6 +32,15 @@ def test_env_then_config_file_then_defaults(
     assert Settings(chunk_size=96).chunk_size == 96  # flags beat env
 
 
+def test_the_default_overlap_follows_a_smaller_chunk_size() -> None:
+    assert Settings().chunk_overlap == 64
+    # Setting only the size stays valid: the unset overlap is a quarter of it, at most 64.
+    assert [Settings(chunk_size=n).chunk_overlap for n in (512, 128, 96, 16)] == [64, 32, 24, 4]
+    assert Settings(chunk_size=128, chunk_overlap=10).chunk_overlap == 10  # a set one is kept
+    with pytest.raises(ValidationError, match="chunk_overlap"):
+        Settings(chunk_size=128, chunk_overlap=64)
+
+
 def test_grounded_toml_in_working_directory_is_read(tmp_path: Path) -> None:
     (tmp_path / "grounded.toml").write_text('collection = "papers"\n')
     assert Settings().collection == "papers"
