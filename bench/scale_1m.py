@@ -61,6 +61,7 @@ from ingest.index import (  # noqa: E402
     SearchQuery,
 )
 from ingest.index.base import Mode  # noqa: E402
+from ingest.settings import IndexTuningSettings  # noqa: E402
 from ingest.sparse import Bm25Encoder, Bm25Params, SparseVec, measure_avg_len  # noqa: E402
 
 COLLECTION = "scale"
@@ -415,8 +416,8 @@ def main() -> None:
     parser.add_argument(
         "--sparse-full-scan",
         type=int,
-        default=None,
-        help="BM25 full-scan threshold in points (unset = Qdrant's 5,000)",
+        default=IndexTuningSettings.model_fields["sparse_full_scan_threshold"].default,
+        help="BM25 full-scan threshold in points (default: grounded's; Qdrant's own is 5,000)",
     )
     parser.add_argument("--queries", type=int, default=300, help="SciFact test queries timed")
     parser.add_argument("--recall-queries", type=int, default=50)
