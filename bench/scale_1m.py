@@ -61,7 +61,7 @@ from ingest.index import (  # noqa: E402
     SearchQuery,
 )
 from ingest.index.base import Mode  # noqa: E402
-from ingest.settings import IndexTuningSettings  # noqa: E402
+from ingest.settings import IndexTuningSettings, RetrievalSettings  # noqa: E402
 from ingest.sparse import Bm25Encoder, Bm25Params, SparseVec, measure_avg_len  # noqa: E402
 
 COLLECTION = "scale"
@@ -250,7 +250,9 @@ def search(args: argparse.Namespace) -> None:
         index.tuning = tuning
         times = []
         for dense, sparse in list(zip(qd, qs, strict=True)) * args.repeat:
-            query = SearchQuery(dense, sparse, mode, "dbsf", filters=filters)
+            query = SearchQuery(
+                dense, sparse, mode, "dbsf", filters=filters, prefetch_limit=args.prefetch
+            )
             t = time.perf_counter()
             index.search(COLLECTION, query)
             times.append((time.perf_counter() - t) * 1000)
@@ -418,6 +420,12 @@ def main() -> None:
         type=int,
         default=IndexTuningSettings.model_fields["sparse_full_scan_threshold"].default,
         help="BM25 full-scan threshold in points (default: grounded's; Qdrant's own is 5,000)",
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=RetrievalSettings.model_fields["prefetch_limit"].default,
+        help="candidates per hybrid leg (default: grounded's)",
     )
     parser.add_argument("--queries", type=int, default=300, help="SciFact test queries timed")
     parser.add_argument("--recall-queries", type=int, default=50)

@@ -180,7 +180,12 @@ def search_hits(
     hits: dict[str, Hits] = {}
     for qid, text in dataset.queries.items():
         params = SearchParams(
-            text, collection=collection, top_k=CHUNK_DEPTH, mode=s.search_mode, fusion=s.fusion
+            text,
+            collection=collection,
+            top_k=CHUNK_DEPTH,
+            mode=s.search_mode,
+            fusion=s.fusion,
+            prefetch_limit=s.prefetch_limit,  # as served (eval.retrieval.CHUNK_DEPTH)
         )
         result = pipeline.retriever.retrieve(params, query_vector=vectors[qid])
         hits[qid] = [(c.doc_id, c.score) for c in result.chunks]

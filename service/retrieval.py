@@ -44,6 +44,10 @@ class SearchParams:
     multi_query: int = 0  # LLM rephrasings fused by RRF (0 = off)
     hyde: bool = False  # dense leg from an LLM-written hypothetical passage
     tenant: str = DEFAULT_TENANT  # whose chunks are searched: enforced inside Qdrant
+    # Candidates per leg before fusion; None = the setting, at least top_k. The eval fixes it to
+    # the setting so that its deep result lists begin with what a request of the default
+    # top_k gets (DBSF normalises over the prefetched lists).
+    prefetch_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ class HybridRetriever:
             mode=params.mode,
             fusion=params.fusion,
             limit=params.top_k,
-            prefetch_limit=max(s.prefetch_limit, params.top_k),
+            prefetch_limit=params.prefetch_limit or max(s.prefetch_limit, params.top_k),
             rrf_k=params.rrf_k or s.rrf_k,
             dense_weight=params.dense_weight or s.dense_weight,
             sparse_weight=params.sparse_weight or s.sparse_weight,

@@ -3,13 +3,14 @@
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli_runner import grounded
 
 from eval.datasets import DatasetError, load_beir
 from eval.metrics import ranking_metrics
-from eval.retrieval import evaluate_retrieval, prepare_index
+from eval.retrieval import CHUNK_DEPTH, evaluate_retrieval, prepare_index
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
@@ -84,3 +85,29 @@ def test_eval_command_json(tmp_path: Path) -> None:
     data = json.loads(proc.stdout)
     assert list(data["modes"]) == ["sparse"] and data["modes"]["sparse"]["queries"] == 4
     assert {"ndcg@10", "recall@10", "recall@100", "mrr@10", "map"} <= set(data["modes"]["sparse"])
+
+
+def test_the_eval_prefetches_as_a_served_request_does(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deep result lists (300 chunks) but each leg prefetches what the setting says: DBSF
+    normalises over the prefetched lists, so a deeper prefetch would rank differently from what
+    a request of the default top_k gets."""
+    settings = Settings(data_dir=tmp_path, prefetch_limit=7)
+    index = EdgeIndex(tmp_path)
+    pipeline = RagPipeline.from_settings(settings, index=index, embedder=embedder)
+    seen: list[tuple[int, int]] = []
+    search = index.search
+
+    def spy(collection: str, query: Any) -> Any:
+        seen.append((query.limit, query.prefetch_limit))
+        return search(collection, query)
+
+    try:
+        data = load_beir(FIXTURE)
+        collection, _ = prepare_index(pipeline, data)
+        monkeypatch.setattr(index, "search", spy)
+        evaluate_retrieval(pipeline, data, ["hybrid-dbsf"], collection)
+    finally:
+        pipeline.close()
+    assert seen and set(seen) == {(CHUNK_DEPTH, 7)}
