@@ -225,8 +225,8 @@ class IndexTuningSettings(Concern):
         ge=1,
         le=10_000_000,
         description="BM25 of new collections: a filter estimated to keep fewer points than this "
-        "scores them one by one instead of walking whole posting lists (at 1M chunks a 1% filter "
-        "went from p95 19 to 6 ms); Qdrant's own default is 5,000.",
+        "scores them one by one instead of walking whole posting lists (at 1M chunks the BM25 "
+        "leg of a 1%-filtered search: p95 19 -> 6 ms); Qdrant's own default is 5,000.",
     )
 
 
