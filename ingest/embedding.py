@@ -236,8 +236,7 @@ class _OnnxModel:
             feed = {name: encoded[name].astype(np.int64, copy=False) for name in self.inputs}
             vectors = self.session.run(None, feed)[0]
             # int8 rounding leaves norms a hair off 1; dot products must stay cosines.
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            out[rows] = vectors / np.maximum(norms, 1e-12)
+            out[rows] = _unit(vectors)
         return out
 
 
