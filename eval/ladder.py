@@ -1,10 +1,11 @@
 """The optimization ladder on your own data: each retrieval technique as one measured row.
 
 Rows: BM25 only; dense only (the baseline: plain cosine similarity); hybrid RRF; hybrid DBSF;
-hybrid at other chunk sizes; then +reranker (cross-encoder or LLM), +multi-query and +hyde on
-top of hybrid RRF; with ``tuned_embeddings`` / ``tuned_reranker`` (folders written by ``grounded
-tune``), +tuned-embeddings (hybrid RRF on an index built with the tuned model) and
-+tuned-reranker (hybrid RRF reranked by the tuned cross-encoder), each described with the dev
+then, each on top of hybrid with the served fusion (``Settings.fusion``, as a request gets it):
+other chunk sizes, +reranker (cross-encoder or LLM), +multi-query and +hyde; with
+``tuned_embeddings`` / ``tuned_reranker`` (folders written by ``grounded tune``),
++tuned-embeddings (an index built with the tuned model) and +tuned-reranker (reranked by the
+tuned cross-encoder), each described with the dev
 verdict of its ``tuning.json`` so a model that lost on dev shows as such. Rows for techniques
 that need a reranker or an LLM are listed as skipped,
 with the reason, until one is configured; queries where an LLM stage fell back are counted in
@@ -81,11 +82,21 @@ def _llm_row(
 ) -> LadderRow:
     warnings: list[str] = []
     metrics, latency = _measure(
-        pipeline, dataset, collection, "hybrid-rrf", tick, warnings=warnings, **overrides
+        pipeline, dataset, collection, _served(pipeline), tick, warnings=warnings, **overrides
     )
     if warnings:
         description += f" ({len(warnings)} queries fell back: {warnings[0]})"
     return LadderRow(name, description, metrics, latency)
+
+
+def _served(pipeline: RagPipeline) -> str:
+    """The eval mode of hybrid search with the fusion a request gets: the rungs above it climb
+    from what is served, not from a fusion the defaults no longer use."""
+    return f"hybrid-{pipeline.settings.fusion}"
+
+
+def _hybrid(pipeline: RagPipeline) -> str:
+    return f"hybrid {pipeline.settings.fusion.upper()}"
 
 
 def _labelled(
@@ -127,11 +138,11 @@ def _tuned_rows(
         tuned = tuned_pipeline(pipeline, tuned_embeddings)
         tuned_collection, _ = prepare_index(tuned, dataset, _labelled(index_progress, "tuned"))
         dense, _ = _measure(tuned, dataset, tuned_collection, "dense", tick)
-        metrics, latency = _measure(tuned, dataset, tuned_collection, "hybrid-rrf", tick)
+        metrics, latency = _measure(tuned, dataset, tuned_collection, _served(tuned), tick)
         rows.append(
             LadderRow(
                 "+tuned-embeddings",
-                f"hybrid RRF, embeddings by {tuned_embeddings.name} (dense alone: nDCG@10 "
+                f"{_hybrid(tuned)}, embeddings by {tuned_embeddings.name} (dense alone: nDCG@10 "
                 f"{dense['ndcg@10']:.4f}); {_tuning_note(tuned_embeddings)}",
                 metrics,
                 latency,
@@ -147,11 +158,13 @@ def _tuned_rows(
         variant = RagPipeline(
             s, pipeline.index, pipeline.embedder, retriever=pipeline.retriever, reranker=reranker
         )
-        metrics, latency = _measure(variant, dataset, collection, "hybrid-rrf", tick, rerank=True)
+        metrics, latency = _measure(
+            variant, dataset, collection, _served(variant), tick, rerank=True
+        )
         rows.append(
             LadderRow(
                 "+tuned-reranker",
-                f"hybrid RRF, then reranked by {tuned_reranker.name}; "
+                f"{_hybrid(variant)}, then reranked by {tuned_reranker.name}; "
                 f"{_tuning_note(tuned_reranker)}",
                 metrics,
                 latency,
@@ -191,13 +204,11 @@ def run_ladder(
         variant = RagPipeline(settings, pipeline.index, pipeline.embedder)
         label = f"chunks-{chunk_size}"
         variant_collection, _ = prepare_index(variant, dataset, _labelled(index_progress, label))
-        metrics, latency = _measure(variant, dataset, variant_collection, "hybrid-rrf", tick)
-        rows.append(
-            LadderRow(
-                label, f"hybrid RRF with {chunk_size}-token chunks (base: {size})", metrics, latency
-            )
-        )
-    rerank = "hybrid RRF, then reranked"
+        metrics, latency = _measure(variant, dataset, variant_collection, _served(variant), tick)
+        described = f"{_hybrid(variant)} with {chunk_size}-token chunks (base: {size})"
+        rows.append(LadderRow(label, described, metrics, latency))
+    hybrid = _hybrid(pipeline)
+    rerank = f"{hybrid}, then reranked"
     if pipeline.reranker is None:
         rows.append(LadderRow("+reranker", rerank, skipped="no reranker configured"))
     else:
@@ -209,10 +220,10 @@ def run_ladder(
     expansions: list[tuple[str, str, dict[str, Any]]] = [
         (
             "+multi-query",
-            f"hybrid RRF over the question + {n} LLM rephrasings, RRF-fused",
+            f"{hybrid} over the question + {n} LLM rephrasings, RRF-fused",
             {"multi_query": n},
         ),
-        ("+hyde", "hybrid RRF, dense leg from an LLM-written hypothetical passage", {"hyde": True}),
+        ("+hyde", f"{hybrid}, dense leg from an LLM-written hypothetical passage", {"hyde": True}),
     ]
     for name, description, options in expansions:
         if pipeline.llm is None:

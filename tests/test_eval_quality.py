@@ -3,6 +3,7 @@
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli_runner import grounded
@@ -12,6 +13,7 @@ from eval.datasets import load_beir
 from eval.detector import best_threshold, is_held_out, load_halueval_qa, validate_detector
 from eval.hallucination import HallucinationDetector
 from eval.ladder import run_ladder, write_ladder_report
+from eval.retrieval import run_queries
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
@@ -76,8 +78,17 @@ def test_detector_validation_on_halueval(detector: HallucinationDetector) -> Non
 
 
 def test_ladder_writes_table_chart_and_html(
-    tmp_path: Path, embedder: SentenceTransformerEmbedder
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import eval.ladder
+
+    modes: list[str] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        modes.append(args[3])
+        return run_queries(*args, **kwargs)
+
+    monkeypatch.setattr(eval.ladder, "run_queries", spy)
     settings = Settings(data_dir=tmp_path / "data")
     pipeline = RagPipeline.from_settings(
         settings, index=EdgeIndex(settings.data_dir), embedder=embedder
@@ -88,6 +99,9 @@ def test_ladder_writes_table_chart_and_html(
         pipeline.close()
     names = [r.name for r in rows]
     assert names[:5] == ["bm25", "dense", "hybrid-rrf", "hybrid-dbsf", "chunks-64"]
+    # the rungs above hybrid climb from the fusion a request gets (DBSF by default), not RRF
+    assert modes == ["sparse", "dense", "hybrid-rrf", "hybrid-dbsf", "hybrid-dbsf"]
+    assert rows[4].description.startswith("hybrid DBSF with 64-token chunks")
     assert next(r for r in rows if r.name == "dense").delta == 0.0
     assert all(r.skipped for r in rows if r.name.startswith("+"))
     paths = write_ladder_report(rows, tmp_path / "out", "mini")
