@@ -47,6 +47,8 @@ TUNABLE = frozenset(
     {*ChunkingSettings.model_fields, *RetrievalSettings.model_fields, "bm25_k1", "bm25_b"}
     - {"top_k", "max_top_k"}
 )
+# Settings that DBSF ignores.
+RRF_ONLY = frozenset({"rrf_k", "dense_weight", "sparse_weight"})
 # Chunk hits of one query: (doc_id, score), best first.
 Hits = list[tuple[str, float]]
 
@@ -90,6 +92,13 @@ def parse_candidate(spec: str, base: Settings | None = None) -> Candidate:
         coerced = candidate.settings(base or Settings())
     except ValidationError as exc:
         raise ValueError(f"candidate {spec!r}: {exc.errors()[0]['msg']}") from None
+    rrf_knobs = sorted(RRF_ONLY & overrides.keys())
+    if rrf_knobs and coerced.fusion != "rrf":
+        # It would measure exactly the baseline and look like a tie.
+        raise ValueError(
+            f"candidate {spec!r}: {', '.join(rrf_knobs)} only change RRF fusion, and the "
+            f"candidate fuses with {coerced.fusion}: add fusion=rrf"
+        )
     typed = {k: getattr(coerced, k) for k in overrides}
     return Candidate(spec.strip(), typed, aggregation)
 

@@ -41,7 +41,23 @@ def check_limits(body: SearchRequest, settings: Settings) -> None:
         raise InvalidRequest(
             f"query is {len(body.query)} characters; the limit is {settings.max_query_chars}"
         )
+    _check_fusion_knobs(body, settings)
     _filters(body)
+
+
+def _check_fusion_knobs(body: SearchRequest, settings: Settings) -> None:
+    """RRF's k and leg weights do nothing under DBSF (Qdrant's DBSF takes no weights), so a
+    request that sets them there is refused rather than answered as if they had applied."""
+    fusion = body.fusion or settings.fusion
+    knobs = [k for k in ("rrf_k", "dense_weight", "sparse_weight") if getattr(body, k) is not None]
+    if knobs and fusion != "rrf":
+        raise InvalidRequest(
+            f"{', '.join(knobs)} tune RRF fusion, but this search fuses with {fusion} "
+            f'(the default), which has none: send "fusion": "rrf" with them'
+            if body.fusion is None
+            else f"{', '.join(knobs)} tune RRF fusion and do nothing with fusion {fusion}: "
+            'send "fusion": "rrf" with them'
+        )
 
 
 def _filters(body: SearchRequest) -> tuple[FieldFilter, ...]:

@@ -62,7 +62,7 @@ def client(
         {"mode": "hybrid", "fusion": "dbsf"},
         {"mode": "dense"},
         {"mode": "sparse"},
-        {"mode": "hybrid", "rrf_k": 10, "dense_weight": 2.0, "sparse_weight": 0.5},
+        {"mode": "hybrid", "fusion": "rrf", "rrf_k": 10, "dense_weight": 2.0, "sparse_weight": 0.5},
     ],
 )
 def test_search_modes(client: TestClient, body: dict) -> None:
@@ -75,6 +75,21 @@ def test_search_modes(client: TestClient, body: dict) -> None:
     timings = data["timings"]
     assert 0 < timings["search_ms"] <= timings["retrieval_ms"]  # the search is part of retrieval
     assert len(data["results"]) <= 2
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"dense_weight": 2.0}, "dense_weight tune RRF fusion, but this search fuses with dbsf"),
+        ({"fusion": "dbsf", "rrf_k": 10, "sparse_weight": 0.5}, "rrf_k, sparse_weight tune RRF"),
+    ],
+)
+def test_rrf_knobs_under_dbsf_are_refused_not_ignored(
+    client: TestClient, body: dict, words: str
+) -> None:
+    response = client.post("/v1/search", json={"query": "waggle dance of bees", **body})
+    assert response.status_code == 422, response.text
+    assert words in response.text and '\\"fusion\\": \\"rrf\\"' in response.text
 
 
 def test_search_filters(client: TestClient) -> None:

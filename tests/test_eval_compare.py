@@ -41,8 +41,8 @@ def test_aggregation_by_hand() -> None:
 
 
 def test_parse_candidate() -> None:
-    c = parse_candidate("fusion=dbsf, rrf_k=20,aggregation=max+0.1")
-    assert c.overrides == {"fusion": "dbsf", "rrf_k": 20} and c.aggregation == "max+0.1"
+    c = parse_candidate("fusion=rrf, rrf_k=20,aggregation=max+0.1")
+    assert c.overrides == {"fusion": "rrf", "rrf_k": 20} and c.aggregation == "max+0.1"
     small = parse_candidate("chunk_size=64")
     assert small.settings(Settings()).chunk_overlap == 16  # kept below chunk_size / 2
     for bad, message in [
@@ -50,6 +50,9 @@ def test_parse_candidate() -> None:
         ("top_k=3", "cannot be compared"),
         ("rrf_k", "not key=value"),
         ("aggregation=max", "changes nothing"),
+        # under the default DBSF these would measure the baseline and look like a tie
+        ("dense_weight=1.5", "dense_weight only change RRF fusion.*add fusion=rrf"),
+        ("fusion=dbsf,rrf_k=20", "rrf_k only change RRF"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_candidate(bad)
@@ -147,13 +150,13 @@ def test_compare_command(tmp_path: Path) -> None:
         "--split",
         "dev",
         "--candidate",
-        "rrf_k=20",
+        "fusion=rrf,rrf_k=20",
         "--json",
         data_dir=tmp_path / "data",
     )
     data = json.loads(proc.stdout)
     assert [d["dataset"] for d in data["datasets"]] == ["xquad-en", "halueval-qa"]
-    assert set(data["mean"]) == {BASELINE, "rrf_k=20"} and "rule" in data
+    assert set(data["mean"]) == {BASELINE, "fusion=rrf,rrf_k=20"} and "rule" in data
     bad = CliRunner().invoke(
         eval_app, ["compare", "--dataset", str(tmp_path), "--candidate", "colour=blue"]
     )
