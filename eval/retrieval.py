@@ -18,6 +18,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from ingest.documents import Document
 from ingest.embedding import Embedder
 from ingest.pipeline import IngestReport
 from service.pipeline import RagPipeline
-from service.retrieval import SearchParams, doc_ranking
+from service.retrieval import RetrievalResult, SearchParams, doc_ranking
 
 from .datasets import BeirDataset
 from .metrics import ranking_metrics
@@ -110,15 +111,14 @@ def run_queries(
     latencies: list[float] = []
     for qid, text in dataset.queries.items():
         started = time.perf_counter()
-        result = pipeline.search(
-            SearchParams(
-                text,
-                collection=collection,
-                top_k=CHUNK_DEPTH,
-                prefetch_limit=pipeline.settings.prefetch_limit,
-                **options,
-            )
+        params = SearchParams(
+            text,
+            collection=collection,
+            top_k=CHUNK_DEPTH,
+            prefetch_limit=pipeline.settings.prefetch_limit,
+            **options,
         )
+        result = _search_as_served(pipeline, params)
         latencies.append((time.perf_counter() - started) * 1000)
         run[qid] = doc_ranking(result.chunks)
         if warnings is not None:
@@ -126,6 +126,28 @@ def run_queries(
         if tick:
             tick(1)
     return run, latencies
+
+
+def _search_as_served(pipeline: RagPipeline, params: SearchParams) -> RetrievalResult:
+    """``pipeline.search``, except that a reranker sees what a request's reranker sees.
+
+    A request reranks ``rerank_candidates`` chunks (at least ``top_k``); the eval's deep list
+    would hand it all ``CHUNK_DEPTH`` (slow, and not what is served). So the reranked head is a
+    request's own result and the rest of the deep list follows in retrieval order; the scores
+    become positions, since a reranker's scores and fused scores share no scale."""
+    if not params.rerank:
+        return pipeline.search(params)
+    s = pipeline.settings
+    head = pipeline.search(replace(params, top_k=max(s.rerank_candidates, s.top_k)))
+    deep = pipeline.search(replace(params, rerank=False))
+    seen = {c.id for c in head.chunks}
+    merged = [*head.chunks, *(c for c in deep.chunks if c.id not in seen)]
+    head.chunks = [
+        replace(c, rank=rank, score=float(len(merged) - rank))
+        for rank, c in enumerate(merged, start=1)
+    ]
+    head.warnings += deep.warnings
+    return head
 
 
 def score_run(

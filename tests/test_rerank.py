@@ -130,3 +130,49 @@ def test_ladder_measures_the_reranker_row_when_configured(
     assert set(row.metrics) == set(by_name["hybrid-rrf"].metrics), row.metrics
     assert row.delta == round(row.metrics["ndcg@10"] - by_name["dense"].metrics["ndcg@10"], 4)
     assert row.latency_p50_ms is not None and row.latency_p50_ms > 0
+
+
+class ReversingReranker:
+    """Puts its candidates in reverse order and records how many it was given."""
+
+    name = "reversing"
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def rerank(self, query: str, chunks: list[RetrievedChunk], top_k: int) -> list[RetrievedChunk]:
+        self.seen.append(len(chunks))
+        return reorder(chunks, [float(c.rank) for c in chunks], top_k)
+
+
+def test_eval_reranks_what_a_request_reranks(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """The eval asks for a deep list (for Recall@100), but its reranker must see the
+    rerank_candidates a request's reranker sees, with the rest following in retrieval order."""
+    from eval.datasets import load_beir
+    from eval.retrieval import run_queries
+
+    settings = Settings(data_dir=tmp_path, rerank_candidates=4, top_k=3)
+    reranker = ReversingReranker()
+    pipeline = RagPipeline.from_settings(
+        settings, index=EdgeIndex(tmp_path), embedder=embedder, reranker=reranker
+    )
+    data = load_beir(Path(__file__).parent / "fixtures" / "mini_beir")
+    try:
+        pipeline.ingest(data.corpus, "mini")
+        run, _ = run_queries(pipeline, data, "mini", "hybrid-dbsf", rerank=True)
+        plain, _ = run_queries(pipeline, data, "mini", "hybrid-dbsf")
+        qid, text = next(iter(data.queries.items()))
+        served = pipeline.search(SearchParams(text, collection="mini", top_k=4, rerank=True))
+    finally:
+        pipeline.close()
+    assert reranker.seen and set(reranker.seen) == {4}  # never the eval's 300
+    order = sorted(run[qid], key=lambda d: -run[qid][d])
+    head = list(dict.fromkeys(c.doc_id for c in served.chunks))
+    assert order[: len(head)] == head  # the reranked head, as served
+    assert order != sorted(plain[qid], key=lambda d: -plain[qid][d])  # it was reranked
+    # the tail keeps every document the plain deep list found, in retrieval order
+    assert set(run[qid]) == set(plain[qid])
+    tail = [d for d in sorted(plain[qid], key=lambda d: -plain[qid][d]) if d not in head]
+    assert order[len(head) :] == tail
