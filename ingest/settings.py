@@ -251,7 +251,7 @@ class EmbeddingSettings(Concern):
         description="Torch device of the embedding model and cross-encoder (e.g. 'cpu', "
         "'cuda'); unset = picked automatically.",
     )
-    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+    embedding_backend: Literal["torch", "onnx", "onnx-int8", "openvino-int8"] = Field(
         "onnx-int8",
         description="Runtime of the embedding model on CPU: torch, onnx (ONNX Runtime, same "
         "vectors) or onnx-int8 (int8 weights, cosine ~0.99 to torch, fastest; see "

@@ -18,7 +18,7 @@ from support.cli_runner import grounded
 import ingest.build
 import ingest.embedding as embedding
 from ingest.build import build_embedder
-from ingest.embedding import EmbeddingCacheError, SentenceTransformerEmbedder, onnx_export
+from ingest.embedding import EmbeddingCacheError, SentenceTransformerEmbedder, cached_export
 from ingest.settings import Settings
 
 SENTENCES = [
@@ -40,15 +40,23 @@ def torch_embedder() -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder(backend="torch")
 
 
-@pytest.mark.parametrize(("backend", "floor"), [("onnx", 0.9999), ("onnx-int8", 0.95)])
-def test_onnx_vectors_agree_with_torch(
+@pytest.mark.parametrize(
+    ("backend", "floor"), [("onnx", 0.9999), ("onnx-int8", 0.95), ("openvino-int8", 0.95)]
+)
+def test_exported_vectors_agree_with_torch(
     backend: str, floor: float, cache: Path, torch_embedder: SentenceTransformerEmbedder
 ) -> None:
     onnx = build_embedder(Settings(embedding_backend=backend, embedding_cache_dir=cache))
     assert (onnx.backend, onnx.name) == (backend, torch_embedder.name)
-    # The default model's graph is fused into ONNX Runtime's kernels (what makes int8 fast).
-    meta = json.loads((onnx_export(onnx.name, backend, cache) / embedding.META_FILE).read_text())
-    assert meta["fused"] is True
+    folder = cached_export(onnx.name, backend, cache)
+    meta = json.loads((folder / embedding.META_FILE).read_text())
+    if backend == "openvino-int8":
+        # NNCF quantises the plain traced graph into OpenVINO's own format
+        assert meta["fused"] is False and (folder / "model.xml").is_file()
+        assert not (folder / embedding.ONNX_FILE).exists()
+    else:
+        # The default model's graph is fused into ONNX Runtime's kernels (what makes int8 fast).
+        assert meta["fused"] is True
     assert (onnx.dimension, onnx.max_tokens) == (
         torch_embedder.dimension,
         torch_embedder.max_tokens,
@@ -82,7 +90,7 @@ def test_a_fusion_that_changes_the_vectors_keeps_the_traced_graph(
 
     monkeypatch.setattr(embedding, "_fuse", checked_on_left_padding)
     with caplog.at_level(logging.WARNING, logger="ingest.embedding"):
-        folder = onnx_export("all-MiniLM-L6-v2", "onnx", tmp_path)
+        folder = cached_export("all-MiniLM-L6-v2", "onnx", tmp_path)
     assert "ONNX fusion changed" in caplog.text and "kept the traced graph" in caplog.text
     assert json.loads((folder / embedding.META_FILE).read_text())["fused"] is False
     assert not (folder / "fused.onnx").exists()
@@ -92,7 +100,7 @@ def test_a_fusion_that_changes_the_vectors_keeps_the_traced_graph(
 
 
 def test_second_use_loads_the_cached_export(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = onnx_export("all-MiniLM-L6-v2", "onnx-int8", cache)
+    first = cached_export("all-MiniLM-L6-v2", "onnx-int8", cache)
     stamp = (first / "model.onnx").stat().st_mtime_ns
 
     def no_export(*args: Any) -> None:
@@ -101,22 +109,23 @@ def test_second_use_loads_the_cached_export(cache: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(embedding, "_export_fp32", no_export)
     monkeypatch.setattr(embedding, "_quantize_int8", no_export)
     embedder = SentenceTransformerEmbedder(backend="onnx-int8", cache_dir=cache)
-    assert onnx_export("all-MiniLM-L6-v2", "onnx-int8", cache) == first
+    assert cached_export("all-MiniLM-L6-v2", "onnx-int8", cache) == first
 
     def read_only(folder: Path) -> Path:
         raise EmbeddingCacheError(f"{folder} is read-only")
 
     # A cache that cannot be written (a container image's) serves the export it holds.
     monkeypatch.setattr(embedding, "_writable_cache", read_only)
-    assert onnx_export("all-MiniLM-L6-v2", "onnx-int8", cache) == first
+    assert cached_export("all-MiniLM-L6-v2", "onnx-int8", cache) == first
     with pytest.raises(EmbeddingCacheError, match="read-only"):
-        onnx_export("another-model", "onnx", cache)
+        cached_export("another-model", "onnx", cache)
     assert (first / "model.onnx").stat().st_mtime_ns == stamp
     assert embedder.embed_query("still works").shape == (384,)
     # One entry per backend, no temporary folders left behind.
     assert sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir()) == [
         "all-MiniLM-L6-v2-onnx",
         "all-MiniLM-L6-v2-onnx-int8",
+        "all-MiniLM-L6-v2-openvino-int8",
     ]
 
 
@@ -134,7 +143,7 @@ def test_concurrent_first_use_exports_into_one_folder(
     monkeypatch.setattr(embedding, "_export_fp32", fake_export)
     results: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: results.append(onnx_export("m", "onnx", tmp_path)))
+        threading.Thread(target=lambda: results.append(cached_export("m", "onnx", tmp_path)))
         for _ in range(2)
     ]
     for thread in threads:
@@ -147,14 +156,14 @@ def test_concurrent_first_use_exports_into_one_folder(
 
 
 def test_backend_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValidationError, match="'torch', 'onnx' or 'onnx-int8'"):
+    with pytest.raises(ValidationError, match="'torch', 'onnx', 'onnx-int8' or 'openvino-int8'"):
         Settings(embedding_backend="tensorrt")
     monkeypatch.setenv("GROUNDED_EMBEDDING_BACKEND", "openvino")
     with pytest.raises(ValidationError, match="embedding_backend"):
         Settings()
     with pytest.raises(ValidationError, match="embedding_threads"):
         Settings(embedding_threads=0)
-    with pytest.raises(ValueError, match="backend must be one of torch, onnx, onnx-int8"):
+    with pytest.raises(ValueError, match="backend must be one of torch, onnx, onnx-int8, openvino"):
         SentenceTransformerEmbedder(backend="tensorrt")
 
 
@@ -192,3 +201,32 @@ def test_every_command_reports_an_unusable_cache_dir_without_a_traceback(tmp_pat
     )
     assert "error: cannot use" in proc.stderr and "GROUNDED_EMBEDDING_CACHE_DIR" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_openvino_calibration_is_part_of_the_cache_key(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other calibration passages give other int8 ranges: never the old export's vectors."""
+    import ingest.openvino_backend as openvino_backend
+
+    key = embedding._cache_key("m", "/nowhere", "openvino-int8")
+    passages = openvino_backend.calibration_passages()
+    assert len(passages) >= 64 and all(len(p.split()) >= 25 for p in passages)
+    monkeypatch.setattr(openvino_backend, "calibration_passages", lambda: passages[:-1])
+    assert embedding._cache_key("m", "/nowhere", "openvino-int8") != key
+    assert embedding._cache_key("m", "/nowhere", "onnx-int8") == embedding._cache_key(
+        "m", "/nowhere", "onnx-int8"
+    )
+
+
+def test_openvino_runs_concurrent_calls_side_by_side(cache: Path) -> None:
+    """Each request thread gets its own infer request (one may serve one call at a time), and
+    concurrent calls compute what a lone call does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = SentenceTransformerEmbedder(backend="openvino-int8", cache_dir=cache, threads=1)
+    alone = [embedder.embed_query(s) for s in SENTENCES]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(embedder.embed_query, SENTENCES * 4))
+    for i, vector in enumerate(together):
+        np.testing.assert_allclose(vector, alone[i % len(SENTENCES)], atol=1e-5)
