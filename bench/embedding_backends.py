@@ -1,7 +1,8 @@
-"""Benchmark: the embedding backends (torch, onnx, onnx-int8) on SciFact, ratios against torch.
+"""Benchmark: the embedding backends (torch, onnx, onnx-int8, openvino-int8) on SciFact, ratios
+against torch.
 
     .venv/bin/python bench/embedding_backends.py [--dataset ../shared/datasets/scifact]
-        [--distractors 1000 | --full] [--backends torch,onnx,onnx-int8]
+        [--distractors 1000 | --full] [--backends torch,onnx,onnx-int8,openvino-int8]
 
 For each backend, in one run (so every ratio compares figures measured side by side):
 
@@ -13,7 +14,7 @@ For each backend, in one run (so every ratio compares figures measured side by s
    an existing collection sees when ``embedding_backend`` changes (the rule: within 0.005).
 4. Query embedding alone: ``embed_query`` on each test query (or the first ``--timing-queries``),
    one at a time, p50/p95 ms, with
-   ONNX Runtime's default threads (one per core) and with 1 thread.
+   the runtime's default threads (one per core) and with 1 thread.
 5. A reference ingest: torch at ``--reference-batch`` texts per forward pass (64, the default
    until small batches were measured faster on CPU), so ingest rates compare with what ingest
    did before both changes.
@@ -176,7 +177,7 @@ def main() -> None:
 
     base = rows["torch"]
     print(
-        f"\n{'backend':<10} {'nDCG@10':>8} {'Δ':>7} {'Δ torch idx':>11} {'q p50 ms':>9} "
+        f"\n{'backend':<14} {'nDCG@10':>8} {'Δ':>7} {'Δ torch idx':>11} {'q p50 ms':>9} "
         f"{'q p95 ms':>9} {'q p50 1t':>9} {'chunks/s':>9} {'× torch':>8} {'× ref':>6}"
     )
     for backend, row in rows.items():
@@ -185,7 +186,7 @@ def main() -> None:
         row["query_speedup"] = round(base["query_ms_p50"] / row["query_ms_p50"], 2)
         row["ingest_speedup"] = round(row["ingest_chunks_per_s"] / base["ingest_chunks_per_s"], 2)
         print(
-            f"{backend:<10} {row['ndcg@10']:>8.4f} {row['delta_ndcg']:>+7.4f} "
+            f"{backend:<14} {row['ndcg@10']:>8.4f} {row['delta_ndcg']:>+7.4f} "
             f"{row['delta_ndcg_on_torch_index']:>+11.4f} {row['query_ms_p50']:>9.2f} "
             f"{row['query_ms_p95']:>9.2f} {row.get('query_ms_p50_1thread', float('nan')):>9.2f} "
             f"{row['ingest_chunks_per_s']:>9.1f} {row['ingest_speedup']:>8.2f} "

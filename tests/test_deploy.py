@@ -9,8 +9,10 @@ each other (ports, labels, worker threads vs CPU, memory vs worker_max_memory_mb
 
 from __future__ import annotations
 
+import ast
 import base64
 import importlib
+import importlib.util
 import os
 import pkgutil
 import re
@@ -614,6 +616,24 @@ def test_dockerfile_cpu_torch_by_default_and_a_cuda_build_arg() -> None:
     env = " ".join(rest for instruction, rest in lines if instruction == "ENV")
     assert "HF_HUB_OFFLINE=1" in env
     assert unknown_variables(set(GROUNDED_VAR.findall(env))) == []
+
+
+def test_dockerfile_python_snippets_name_what_exists() -> None:
+    """The image's ``python -c`` steps (the embedding export among them) import real names: a
+    rename in the code must not first fail in a container build."""
+    runs = [rest for instruction, rest in dockerfile() if instruction == "RUN"]
+    snippets = [m for r in runs for m in re.findall(r'python -c "([^"]+)"', r)]
+    assert any("cached_export" in s for s in snippets), snippets
+    for snippet in snippets:
+        tree = ast.parse(snippet)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{node.module}.{alias.name}: {snippet}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert importlib.util.find_spec(alias.name), f"{alias.name}: {snippet}"
 
 
 def test_dockerfile_runs_as_non_root_with_a_real_default_command() -> None:
