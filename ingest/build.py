@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+import logging
+
 from .chunking import TokenChunker
-from .embedding import Embedder, SentenceTransformerEmbedder
+from .embedding import Embedder, EmbeddingCacheError, SentenceTransformerEmbedder
 from .index import VectorIndex
 from .pipeline import Ingestor
 from .settings import Settings
 from .sparse import Bm25Params
 
+logger = logging.getLogger(__name__)
 
-def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
-    backend = settings.embedding_backend
+
+def build_embedder(settings: Settings, *, documents: bool = False) -> SentenceTransformerEmbedder:
+    """The embedding model; ``documents`` for a bulk ingest path, which runs it on
+    ``ingest_embedding_backend`` (the most chunks/s), falling back to the query backend, with a
+    warning, if that backend cannot run this model."""
+    wanted = settings.ingest_embedding_backend
+    if documents and wanted and wanted != settings.embedding_backend:
+        try:
+            return _embedder(settings, wanted)
+        except EmbeddingCacheError:
+            raise  # the cache folder is the problem, and the other backend would meet it too
+        except Exception as exc:  # an export this model does not survive
+            logger.warning(
+                "ingest_embedding_backend %s failed (%s); embedding documents with %s",
+                wanted,
+                exc,
+                settings.embedding_backend,
+            )
+    return _embedder(settings, settings.embedding_backend)
+
+
+def _embedder(settings: Settings, backend: str) -> SentenceTransformerEmbedder:
     # ONNX Runtime runs here on CPU only: a GPU, named or picked automatically, keeps torch.
     if backend != "torch" and settings.embedding_device != "cpu":
         import torch

@@ -42,6 +42,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .embedding import Backend
 from .index.base import Fusion as FusionMethod
 from .index.base import Mode as SearchMode
 from .names import DEFAULT_TENANT, CollectionName, TenantName
@@ -251,17 +252,26 @@ class EmbeddingSettings(Concern):
         description="Torch device of the embedding model and cross-encoder (e.g. 'cpu', "
         "'cuda'); unset = picked automatically.",
     )
-    embedding_backend: Literal["torch", "onnx", "onnx-int8", "openvino-int8"] = Field(
+    embedding_backend: Backend = Field(
         "onnx-int8",
-        description="Runtime of the embedding model on CPU: torch, onnx (ONNX Runtime, same "
-        "vectors) or onnx-int8 (int8 weights, cosine ~0.99 to torch, fastest; see "
-        "docs/performance.md). Exported once, offline, and cached. A GPU device uses torch.",
+        description="Runtime of the embedding model on CPU for queries (and the server's own "
+        "ingest jobs): torch, onnx (ONNX Runtime, same vectors), onnx-int8 (int8 weights, cosine "
+        "~0.99 to torch, the fastest per query) or openvino-int8 (static int8 in OpenVINO). "
+        "Exported once, offline, and cached (docs/performance.md). A GPU device uses torch.",
+    )
+    # openvino-int8: the most chunks/s on CPU, but slower than onnx-int8 for one short query on
+    # one thread (docs/performance.md); the backends compute the same function, so a collection
+    # built by one is searched with the other.
+    ingest_embedding_backend: Backend | None = Field(
+        "openvino-int8",
+        description="Runtime that embeds documents in bulk ingest (`grounded ingest`, ingest "
+        "workers); unset = embedding_backend. A GPU device uses torch.",
     )
     embedding_threads: int | None = Field(
         None,
         gt=0,
-        description="ONNX Runtime threads per encode call; unset = one per core. `grounded "
-        "serve` uses 1 unless set, since concurrent requests already fill the cores.",
+        description="Threads per encode call of an exported backend; unset = one per core. "
+        "`grounded serve` uses 1 unless set, since concurrent requests already fill the cores.",
     )
     embedding_cache_dir: Path | None = Field(
         None,

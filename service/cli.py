@@ -144,7 +144,8 @@ def _target(settings: Settings, collection: str, server: str | None) -> Iterator
             from ingest.index import open_index
 
             index = open_index(settings)
-            yield build_ingestor(settings, index, build_embedder(settings), collection)
+            embedder = build_embedder(settings, documents=True)
+            yield build_ingestor(settings, index, embedder, collection)
     except (IndexProblem, ServiceError) as exc:
         raise fail(str(exc)) from None
     finally:

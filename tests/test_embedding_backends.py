@@ -178,7 +178,21 @@ def test_build_embedder_picks_the_backend(monkeypatch: pytest.MonkeyPatch) -> No
     build_embedder(Settings(embedding_backend="torch"))
     # ONNX Runtime is used on CPU only: a GPU device keeps torch.
     build_embedder(Settings(embedding_backend="onnx-int8", embedding_device="cuda"))
-    assert [kw["backend"] for kw in seen] == ["onnx-int8", "onnx", "torch", "torch"]
+    # Bulk ingest embeds documents on its own backend (the most chunks/s); unset = the query one.
+    build_embedder(Settings(), documents=True)
+    build_embedder(
+        Settings(embedding_backend="onnx", ingest_embedding_backend=None), documents=True
+    )
+    build_embedder(Settings(embedding_device="cuda"), documents=True)
+    assert [kw["backend"] for kw in seen] == [
+        "onnx-int8",
+        "onnx",
+        "torch",
+        "torch",
+        "openvino-int8",
+        "onnx",
+        "torch",
+    ]
     assert seen[0]["threads"] == 3
 
 
@@ -230,3 +244,46 @@ def test_openvino_runs_concurrent_calls_side_by_side(cache: Path) -> None:
         together = list(pool.map(embedder.embed_query, SENTENCES * 4))
     for i, vector in enumerate(together):
         np.testing.assert_allclose(vector, alone[i % len(SENTENCES)], atol=1e-5)
+
+
+def test_an_openvino_export_that_strays_from_fp32_is_refused(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest.openvino_backend as openvino_backend
+
+    folder = cached_export("all-MiniLM-L6-v2", "openvino-int8", cache)
+    fp32 = cached_export("all-MiniLM-L6-v2", "onnx", cache) / embedding.ONNX_FILE
+    embedder = SentenceTransformerEmbedder(backend="openvino-int8", cache_dir=cache)
+    encoded = embedder.tokenizer(SENTENCES[1:3], padding=True, return_tensors="np")
+    items = [
+        {n: encoded[n].astype(np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")}
+    ]
+    openvino_backend._check_agreement(folder, fp32, items)  # the default model agrees
+    monkeypatch.setattr(openvino_backend, "MIN_MEAN_COSINE", 1.01)
+    with pytest.raises(ValueError, match=r"strays from the fp32 model .*another embedding backend"):
+        openvino_backend._check_agreement(folder, fp32, items)
+
+
+def test_bulk_ingest_falls_back_to_the_query_backend_when_its_own_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    built: list[str] = []
+
+    def embedder(settings: Settings, backend: str) -> str:
+        if backend == "openvino-int8":
+            raise ValueError("the openvino-int8 export strays from the fp32 model")
+        built.append(backend)
+        return backend
+
+    monkeypatch.setattr(ingest.build, "_embedder", embedder)
+    with caplog.at_level(logging.WARNING, logger="ingest.build"):
+        assert build_embedder(Settings(), documents=True) == "onnx-int8"  # type: ignore[comparison-overlap]
+    assert "ingest_embedding_backend openvino-int8 failed (the openvino-int8 export" in caplog.text
+    # a cache folder that cannot be used is not the backend's fault: it stays an error
+    monkeypatch.setattr(
+        ingest.build,
+        "_embedder",
+        lambda s, b: (_ for _ in ()).throw(EmbeddingCacheError("cannot use /x")),
+    )
+    with pytest.raises(EmbeddingCacheError):
+        build_embedder(Settings(), documents=True)

@@ -138,7 +138,7 @@ class IndexIngest:
 
         self.settings = settings
         self.index = open_index(settings)
-        self.embedder = build_embedder(settings)
+        self.embedder = build_embedder(settings, documents=True)
         self.locks = locks
         self._ingestors: dict[tuple[str, str], Ingestor] = {}
 
