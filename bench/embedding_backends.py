@@ -197,8 +197,13 @@ def main() -> None:
         for b, r in rows.items()
         if abs(r["delta_ndcg"]) <= 0.005 and abs(r["delta_ndcg_on_torch_index"]) <= 0.005
     ]
-    fastest = min(keep, key=lambda b: rows[b]["query_ms_p50"])
-    print(f"\nfastest backend within 0.005 nDCG@10 of torch (own and torch's index): {fastest}")
+    # grounded serve embeds each query on one thread; bulk ingest uses every core.
+    query = min(keep, key=lambda b: rows[b].get("query_ms_p50_1thread", rows[b]["query_ms_p50"]))
+    ingest = max(keep, key=lambda b: rows[b]["ingest_chunks_per_s"])
+    print(
+        "\nwithin 0.005 nDCG@10 of torch (own and torch's index): fastest query on one thread "
+        f"(embedding_backend): {query}; most ingest chunks/s (ingest_embedding_backend): {ingest}"
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"embedding_backends-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -207,7 +212,8 @@ def main() -> None:
         "corpus_documents": len(dataset.corpus),
         "queries": len(queries),
         "backends": rows,
-        "fastest_within_0.005": fastest,
+        "query_backend_within_0.005": query,
+        "ingest_backend_within_0.005": ingest,
         "reference_batch": args.reference_batch or None,
         "reference_ingest_chunks_per_s": round(reference, 1) if reference else None,
     }
