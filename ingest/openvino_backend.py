@@ -4,7 +4,7 @@ and run by OpenVINO.
 ONNX Runtime's ``onnx-int8`` quantises activations at run time, batch by batch. Static
 quantisation fixes every activation's int8 range once, from calibration passages, so no range is
 computed per batch; OpenVINO runs the int8 matrix products with VNNI and, where the CPU has them,
-the remaining float ops in bf16. On the 2-core development machine that embeds ~1.5× as many
+the remaining float ops in bf16. On the 2-core development machine that embeds 1.3–1.5× as many
 chunks per second as ``onnx-int8`` with vectors closer to torch's (docs/performance.md).
 
 The calibration passages (``calibration.txt``, 97 passages of ~120–200 words) are prose from this
@@ -14,8 +14,8 @@ the backend are science abstracts and Wikipedia paragraphs).
 
 Example::
 
-    quantize(folder, tokenizer, ["input_ids", "attention_mask", "token_type_ids"], 256)
-    model = OpenVinoModel(folder, threads=None)
+    quantize(folder, "model.onnx", tokenizer, ["input_ids", "attention_mask"], max_tokens=256)
+    vectors = OpenVinoRunner(folder, threads=None)(feed)   # feed: the tokenizer's int64 arrays
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def _check_agreement(folder: Path, fp32: Path, items: list[dict[str, np.ndarray]
     passages: a model the recipe does not suit must not silently index worse vectors."""
     import onnxruntime as ort  # type: ignore[import-untyped]
 
+    from .embedding import _unit
+
     session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     runner = OpenVinoRunner(folder, threads=None)
     cosines = np.concatenate(
@@ -92,10 +94,6 @@ def _check_agreement(folder: Path, fp32: Path, items: list[dict[str, np.ndarray]
             f"the openvino-int8 export strays from the fp32 model (cosine mean "
             f"{cosines.mean():.4f}, min {cosines.min():.4f}); use another embedding backend"
         )
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 class OpenVinoRunner:
