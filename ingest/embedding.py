@@ -72,6 +72,11 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> np.ndarray: ...
 
 
+class ExportRefused(ValueError):
+    """An export whose vectors stray from the model's own; remembered in the cache, so it is not
+    made and refused again."""
+
+
 class EmbeddingCacheError(ValueError):
     """The export cache folder cannot be created or written."""
 
@@ -312,6 +317,9 @@ def cached_export(model: str, backend: str, cache_dir: Path | None = None) -> Pa
     final = cache / _cache_key(model, source, backend)
     if (final / META_FILE).is_file():
         return final  # a read-only cache (a container image's) is fine once it holds the export
+    refused = final.with_name(final.name + ".refused")
+    if refused.is_file():  # the same model and recipe would be refused again, after ~40 s
+        raise ExportRefused(refused.read_text(encoding="utf-8"))
     _writable_cache(cache)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=cache))
     try:
@@ -324,7 +332,11 @@ def cached_export(model: str, backend: str, cache_dir: Path | None = None) -> Pa
             # NNCF quantises the plain traced graph; ONNX Runtime's fused kernels are not ops
             # OpenVINO reads.
             _export_fp32(source, work, fuse=False)
-            _quantize_openvino(work)
+            try:
+                _quantize_openvino(work)
+            except ExportRefused as exc:
+                refused.write_text(str(exc), encoding="utf-8")
+                raise
         meta = json.loads((work / META_FILE).read_text())
         meta.update(model=model, backend=backend, format=EXPORT_FORMAT)
         (work / META_FILE).write_text(json.dumps(meta, indent=2))

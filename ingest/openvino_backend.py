@@ -82,7 +82,7 @@ def _check_agreement(folder: Path, fp32: Path, items: list[dict[str, np.ndarray]
     passages: a model the recipe does not suit must not silently index worse vectors."""
     import onnxruntime as ort  # type: ignore[import-untyped]
 
-    from .embedding import _unit
+    from .embedding import ExportRefused, _unit
 
     session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     runner = OpenVinoRunner(folder, threads=None)
@@ -90,7 +90,7 @@ def _check_agreement(folder: Path, fp32: Path, items: list[dict[str, np.ndarray]
         [np.sum(_unit(session.run(None, feed)[0]) * _unit(runner(feed)), axis=1) for feed in items]
     )
     if cosines.mean() < MIN_MEAN_COSINE or cosines.min() < MIN_COSINE:
-        raise ValueError(
+        raise ExportRefused(
             f"the openvino-int8 export strays from the fp32 model (cosine mean "
             f"{cosines.mean():.4f}, min {cosines.min():.4f}); use another embedding backend"
         )

@@ -287,3 +287,27 @@ def test_bulk_ingest_falls_back_to_the_query_backend_when_its_own_fails(
     )
     with pytest.raises(EmbeddingCacheError):
         build_embedder(Settings(), documents=True)
+
+
+def test_a_refused_openvino_export_is_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model the int8 recipe does not suit is refused once, not re-exported (~40 s) and
+    refused again on every ingest; another model, or a changed one, gets its own key."""
+    attempts: list[Path] = []
+
+    def trace(source: str, out: Path, fuse: bool = True) -> None:
+        (out / embedding.META_FILE).write_text("{}")
+
+    def refuse(folder: Path) -> None:
+        attempts.append(folder)
+        raise embedding.ExportRefused("the openvino-int8 export strays from the fp32 model")
+
+    monkeypatch.setattr(embedding, "_export_fp32", trace)
+    monkeypatch.setattr(embedding, "_quantize_openvino", refuse)
+    for _ in range(2):
+        with pytest.raises(embedding.ExportRefused, match="strays from the fp32 model"):
+            cached_export("all-MiniLM-L6-v2", "openvino-int8", tmp_path)
+    assert len(attempts) == 1
+    # nothing half-made is left beside the marker
+    assert [p.suffix for p in tmp_path.iterdir()] == [".refused"]
