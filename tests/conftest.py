@@ -15,7 +15,7 @@ from support.llama import llama_server
 from support.redis_server import redis_server
 
 from ingest.build import build_embedder
-from ingest.embedding import SentenceTransformerEmbedder
+from ingest.embedding import SentenceTransformerEmbedder, cached_export
 from ingest.index import EdgeIndex, VectorIndex
 from ingest.index.server import ServerIndex
 from ingest.settings import Settings
@@ -30,6 +30,17 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith(("GROUNDED_", "OPENAI_")):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_exports() -> None:
+    """The default backends' exports (queries and bulk ingest) made once, before any test: a
+    worker or CLI subprocess meeting a cold cache would spend its first ~40 s exporting inside
+    some test's time limits."""
+    defaults = Settings()
+    for backend in {defaults.embedding_backend, defaults.ingest_embedding_backend}:
+        if backend and backend != "torch":
+            cached_export(defaults.embedding_model, backend)
 
 
 @pytest.fixture(scope="session")
