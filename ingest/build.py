@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from .chunking import TokenChunker
-from .embedding import Embedder, EmbeddingCacheError, SentenceTransformerEmbedder
+from .embedding import Embedder, EmbeddingCacheError, SentenceTransformerEmbedder, cached_export
 from .index import VectorIndex
 from .pipeline import Ingestor
 from .settings import Settings
@@ -34,13 +34,36 @@ def build_embedder(settings: Settings, *, documents: bool = False) -> SentenceTr
     return _embedder(settings, settings.embedding_backend)
 
 
-def _embedder(settings: Settings, backend: str) -> SentenceTransformerEmbedder:
-    # ONNX Runtime runs here on CPU only: a GPU, named or picked automatically, keeps torch.
+def prepare_exports(settings: Settings) -> None:
+    """Make (or find) the cached exports bulk ingest loads: a worker's pool processes load the
+    model on their first task, under the task time limit, where a first-time export (~40 s for
+    OpenVINO) would be killed and retried for ever. A backend that cannot be exported is left to
+    :func:`build_embedder`'s fallback, with a warning."""
+    wanted = (settings.ingest_embedding_backend, settings.embedding_backend)
+    for backend in dict.fromkeys(_on_this_device(settings, b) for b in wanted if b):
+        if backend == "torch":
+            continue
+        try:
+            cached_export(settings.embedding_model, backend, settings.embedding_cache_dir)
+        except EmbeddingCacheError:
+            raise
+        except Exception as exc:
+            logger.warning("the %s export failed (%s)", backend, exc)
+
+
+def _on_this_device(settings: Settings, backend: str) -> str:
+    # The exported runtimes run here on CPU only: a GPU, named or picked automatically, keeps
+    # torch.
     if backend != "torch" and settings.embedding_device != "cpu":
         import torch
 
         if settings.embedding_device is not None or torch.cuda.is_available():
-            backend = "torch"
+            return "torch"
+    return backend
+
+
+def _embedder(settings: Settings, backend: str) -> SentenceTransformerEmbedder:
+    backend = _on_this_device(settings, backend)
     return SentenceTransformerEmbedder(
         settings.embedding_model,
         query_prefix=settings.query_prefix,

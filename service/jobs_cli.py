@@ -174,10 +174,17 @@ def worker(
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, threads)
     use_worker_settings(settings)
+    started = time.monotonic()
     if pool == "solo":  # tasks run in this process: load the model before taking any
-        started = time.monotonic()
         worker_context()
         err.print(f"worker ready in {time.monotonic() - started:.1f} s ({threads} threads)")
+    else:
+        # Pool processes load the model on their first task; the export must be made here,
+        # outside any task's time limit (loading a fork-shared model is not safe).
+        from ingest.build import prepare_exports
+
+        prepare_exports(settings)
+        err.print(f"embedding exports ready in {time.monotonic() - started:.1f} s")
     app = make_celery(settings)
     app.worker_main(
         [

@@ -14,8 +14,8 @@ from qdrant_client import QdrantClient
 from support.llama import llama_server
 from support.redis_server import redis_server
 
-from ingest.build import build_embedder
-from ingest.embedding import SentenceTransformerEmbedder, cached_export
+from ingest.build import build_embedder, prepare_exports
+from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex, VectorIndex
 from ingest.index.server import ServerIndex
 from ingest.settings import Settings
@@ -37,10 +37,7 @@ def _default_exports() -> None:
     """The default backends' exports (queries and bulk ingest) made once, before any test: a
     worker or CLI subprocess meeting a cold cache would spend its first ~40 s exporting inside
     some test's time limits."""
-    defaults = Settings()
-    for backend in {defaults.embedding_backend, defaults.ingest_embedding_backend}:
-        if backend and backend != "torch":
-            cached_export(defaults.embedding_model, backend)
+    prepare_exports(Settings())
 
 
 @pytest.fixture(scope="session")

@@ -623,7 +623,7 @@ def test_dockerfile_python_snippets_name_what_exists() -> None:
     rename in the code must not first fail in a container build."""
     runs = [rest for instruction, rest in dockerfile() if instruction == "RUN"]
     snippets = [m for r in runs for m in re.findall(r'python -c "([^"]+)"', r)]
-    assert any("cached_export" in s for s in snippets), snippets
+    assert any("prepare_exports" in s for s in snippets), snippets
     for snippet in snippets:
         tree = ast.parse(snippet)
         for node in ast.walk(tree):

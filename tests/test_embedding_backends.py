@@ -311,3 +311,34 @@ def test_a_refused_openvino_export_is_remembered(
     assert len(attempts) == 1
     # nothing half-made is left beside the marker
     assert [p.suffix for p in tmp_path.iterdir()] == [".refused"]
+
+
+def test_prepare_exports_makes_what_bulk_ingest_loads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker makes its exports before its pool processes take tasks (tasks have a time
+    limit); a refused one is left to build_embedder's fallback, an unusable cache is an error."""
+    made: list[str] = []
+
+    def export(model: str, backend: str, cache_dir: Path | None = None) -> Path:
+        if backend == "openvino-int8":
+            raise embedding.ExportRefused("the openvino-int8 export strays from the fp32 model")
+        made.append(backend)
+        return Path("/nowhere")
+
+    monkeypatch.setattr(ingest.build, "cached_export", export)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="ingest.build"):
+        ingest.build.prepare_exports(Settings())
+    assert made == ["onnx-int8"] and "the openvino-int8 export failed" in caplog.text
+    made.clear()
+    ingest.build.prepare_exports(Settings(embedding_device="cuda"))  # a GPU runs torch
+    ingest.build.prepare_exports(Settings(embedding_backend="torch", ingest_embedding_backend=None))
+    assert made == []
+    monkeypatch.setattr(
+        ingest.build,
+        "cached_export",
+        lambda *a, **k: (_ for _ in ()).throw(EmbeddingCacheError("cannot use /x")),
+    )
+    with pytest.raises(EmbeddingCacheError):
+        ingest.build.prepare_exports(Settings())
