@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from ingest.index import IndexProblem
 from ingest.settings import DEFAULT_REPORTS_DIR, Settings
+from service.cli_support import err, out
 from service.pipeline import RagPipeline
 
 from .datasets import BeirDataset, DatasetError, load_beir
@@ -28,8 +28,6 @@ from .metrics import METRICS
 from .retrieval import MODES, evaluate_retrieval, prepare_index
 
 app = typer.Typer(help="Measure retrieval and answers on your own data.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
 
 
 def _progress(disable: bool) -> Progress:
@@ -94,11 +92,14 @@ def retrieval(
         title=f"{data.name} ({len(data.queries)} queries, {data.split}), {settings.embedding_model}"
     )
     table.add_column("mode")
-    for metric in (*METRICS, "latency_p50_ms"):
+    for metric in (*METRICS, "ndcg@10 95% CI", "latency_p50_ms"):
         table.add_column(metric, justify="right")
     for name, scores in report.items():
         table.add_row(
-            name, *(f"{scores[m]:.4f}" for m in METRICS), f"{scores['latency_p50_ms']:.1f}"
+            name,
+            *(f"{scores[m]:.4f}" for m in METRICS),
+            f"{scores['ndcg@10_low']:.4f}–{scores['ndcg@10_high']:.4f}",
+            f"{scores['latency_p50_ms']:.1f}",
         )
     out.print(table)
 
@@ -446,6 +447,11 @@ def compare(
     chosen = choose(report)
     out.print(f"rule: {RULE}", markup=False)
     out.print(f"chosen: {chosen or 'none, keep the defaults'}", markup=False)
+    out.print("[low, high]: 95% bootstrap interval of the per-query difference", markup=False)
+    if chosen:
+        real = report.beyond_noise(chosen)
+        where = ", ".join(real) if real else "none: the gain is within the noise of every set"
+        out.print(f"{chosen}'s delta beyond noise on: {where}", markup=False)
 
 
 @app.command()

@@ -11,7 +11,9 @@ candidate, so an aggregation costs no queries.
 
 The rule (:func:`choose`): on dev splits only, the candidate with the best mean nDCG@10 across
 the sets among those that lose no more than ``tolerance`` (0.005) on any set against the
-baseline; none when no candidate beats the baseline's mean that way.
+baseline; none when no candidate beats the baseline's mean that way. Each delta comes with the
+95% bootstrap interval of the per-query difference (:mod:`eval.significance`), so a pick whose
+gain is within the noise of the sets' sizes says so.
 
 Example::
 
@@ -35,8 +37,9 @@ from service.retrieval import SearchParams
 
 from .aggregation import DEFAULT_AGGREGATION, aggregate, check_aggregation
 from .datasets import BeirDataset
-from .metrics import ranking_metrics
+from .metrics import mean_metrics, per_query_metrics
 from .retrieval import CHUNK_DEPTH, Tick, prepare_index, query_vectors
+from .significance import Interval, paired_interval
 
 BASELINE = "defaults"
 METRIC = "ndcg@10"
@@ -109,6 +112,7 @@ class DatasetResult:
     split: str
     queries: int
     scores: dict[str, dict[str, float]]  # candidate label -> metrics
+    intervals: dict[str, Interval] = field(default_factory=dict)  # label -> interval of its delta
 
     def delta(self, label: str, metric: str = METRIC) -> float:
         return round(self.scores[label][metric] - self.scores[BASELINE][metric], 4)
@@ -127,6 +131,10 @@ class CompareReport:
     def mean(self, label: str, metric: str = METRIC) -> float:
         return round(statistics.fmean(r.scores[label][metric] for r in self.results), 4)
 
+    def beyond_noise(self, label: str) -> list[str]:
+        """The sets on which ``label``'s delta is real at 95%: its interval excludes 0."""
+        return [r.dataset for r in self.results if r.intervals[label].excludes_zero]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": METRIC,
@@ -142,6 +150,9 @@ class CompareReport:
                     "queries": r.queries,
                     "scores": r.scores,
                     "delta": {c.label: r.delta(c.label) for c in self.candidates},
+                    "delta_ci95": {
+                        c.label: r.intervals[c.label].rounded() for c in self.candidates
+                    },
                 }
                 for r in self.results
             ],
@@ -151,6 +162,7 @@ class CompareReport:
             },
             "chosen": choose(self),
             "rule": RULE,
+            "beyond_noise": {c.label: self.beyond_noise(c.label) for c in self.candidates},
         }
 
 
@@ -227,6 +239,7 @@ def compare(
         # (chunking, BM25 weights) -> collection, within this dataset
         collections: dict[tuple[Any, ...], str] = {}
         scores: dict[str, dict[str, float]] = {}
+        by_query: dict[str, dict[str, float]] = {}  # label -> each query's METRIC
         for config in configs:
             settings = config.settings(pipeline.settings)
             variant = (
@@ -243,9 +256,15 @@ def compare(
             if key not in cache:
                 cache[key] = search_hits(variant, dataset, collections[built], vectors, tick)
             run = {q: aggregate(h, config.aggregation) for q, h in cache[key].items()}
-            metrics = ranking_metrics(dataset.qrels, run)
-            scores[config.label] = {k: round(v, 4) for k, v in metrics.items()}
-        results.append(DatasetResult(dataset.name, dataset.split, len(dataset.queries), scores))
+            per_query = per_query_metrics(dataset.qrels, run)
+            scores[config.label] = {m: round(v, 4) for m, v in mean_metrics(per_query).items()}
+            by_query[config.label] = {q: v[METRIC] for q, v in per_query.items()}
+        intervals = {
+            c.label: paired_interval(by_query[BASELINE], by_query[c.label]) for c in candidates
+        }
+        results.append(
+            DatasetResult(dataset.name, dataset.split, len(dataset.queries), scores, intervals)
+        )
     baseline = {k: getattr(pipeline.settings, k) for k in sorted(TUNABLE)}
     return CompareReport(list(candidates), results, {**baseline, "aggregation": "max"})
 
@@ -261,7 +280,7 @@ def _labelled(
 
 def compare_markdown(report: CompareReport) -> str:
     """One table: a row per dataset and the mean, the baseline's and each candidate's
-    nDCG@10 with its delta."""
+    nDCG@10 with its delta and, on a dataset's row, the delta's 95% interval."""
     header = ["dataset (split, queries)", f"{BASELINE} {METRIC}"]
     for c in report.candidates:
         header += [c.label, "Δ"]
@@ -269,7 +288,9 @@ def compare_markdown(report: CompareReport) -> str:
     for r in report.results:
         cells = [f"{r.dataset} ({r.split}, {r.queries})", f"{r.scores[BASELINE][METRIC]:.4f}"]
         for c in report.candidates:
-            cells += [f"{r.scores[c.label][METRIC]:.4f}", f"{r.delta(c.label):+.4f}"]
+            ci = r.intervals[c.label]
+            delta = f"{r.delta(c.label):+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
+            cells += [f"{r.scores[c.label][METRIC]:.4f}", delta]
         lines.append("| " + " | ".join(cells) + " |")
     base_mean = report.mean(BASELINE)
     cells = ["**mean**", f"{base_mean:.4f}"]

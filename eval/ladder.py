@@ -35,6 +35,7 @@ from .report import figure_png, image, page, pyplot, table, td, tr
 from .retrieval import prepare_index, run_queries, score_run
 
 BASELINE = "dense"
+CI = "nDCG@10 95% CI"  # over queries (eval.significance): how far a row's figure can be trusted
 Tick = Callable[[int], None]
 
 
@@ -46,6 +47,12 @@ class LadderRow:
     latency_p50_ms: float | None = None
     skipped: str | None = None
     delta: float | None = None
+
+    @property
+    def interval(self) -> str:
+        """The nDCG@10 interval, or "" for a row read from a ladder written before it existed."""
+        low, high = self.metrics.get("ndcg@10_low"), self.metrics.get("ndcg@10_high")
+        return "" if low is None or high is None else f"{low:.4f}–{high:.4f}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -242,13 +249,13 @@ def run_ladder(
 
 
 def ladder_markdown(rows: Sequence[LadderRow]) -> str:
-    header = "| row | " + " | ".join(METRICS) + " | Δ nDCG@10 vs dense | p50 ms | notes |"
-    lines = [header, "|" + " --- |" * (len(METRICS) + 4)]
+    header = "| row | " + " | ".join(METRICS) + f" | {CI} | Δ nDCG@10 vs dense | p50 ms | notes |"
+    lines = [header, "|" + " --- |" * (len(METRICS) + 5)]
     for r in rows:
         if r.skipped:
-            lines.append(f"| {r.name} |" + " |" * len(METRICS) + f" | | skipped: {r.skipped} |")
+            lines.append(f"| {r.name} |" + " |" * len(METRICS) + f" | | | skipped: {r.skipped} |")
             continue
-        cells = " | ".join(f"{r.metrics[m]:.4f}" for m in METRICS)
+        cells = " | ".join([*(f"{r.metrics[m]:.4f}" for m in METRICS), r.interval])
         lines.append(
             f"| {r.name} | {cells} | {r.delta:+.4f} | {r.latency_p50_ms:.1f} | {r.description} |"
         )
@@ -303,13 +310,13 @@ def ladder_html(rows: Sequence[LadderRow], title: str, png: bytes) -> str:
     body = []
     for r in rows:
         if r.skipped:
-            cells = ["<td></td>"] * (len(METRICS) + 2) + [td(f"skipped: {r.skipped}")]
+            cells = ["<td></td>"] * (len(METRICS) + 3) + [td(f"skipped: {r.skipped}")]
         else:
-            cells = [td(f"{r.metrics[m]:.4f}") for m in METRICS]
+            cells = [td(f"{r.metrics[m]:.4f}") for m in METRICS] + [td(r.interval)]
             cells += [td(f"{r.delta:+.4f}"), td(f"{r.latency_p50_ms:.1f}")]
             cells.append(td(r.description))
         body.append(tr([td(r.name), *cells]))
-    header = ("row", *METRICS, "Δ nDCG@10", "p50 ms", "notes")
+    header = ("row", *METRICS, CI, "Δ nDCG@10", "p50 ms", "notes")
     return page(
         f"Retrieval ladder: {title}",
         f"<h1>Retrieval ladder: {html.escape(title)}</h1>\n"

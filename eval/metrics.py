@@ -20,8 +20,10 @@ def _top(run: Run, k: int) -> Run:
     return {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:k]) for q, docs in run.items()}
 
 
-def ranking_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
-    """Mean nDCG@10, Recall@10/@100, MRR@10 and MAP over the judged queries.
+def per_query_metrics(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
+    """Each judged query's nDCG@10, Recall@10/@100, MRR@10 and MAP (keys as :data:`METRICS`):
+    what :func:`ranking_metrics` averages, and what a paired comparison of two runs resamples
+    (:mod:`eval.significance`).
 
     A judged query missing from the run counts as 0 (as in BEIR), never as absent.
     """
@@ -31,11 +33,26 @@ def ranking_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
     main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10,100", "map"})
     per_query = main.evaluate(_top(run, 100))
     mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(_top(run, 10))
-    n = len(qrels)
+    # pytrec_eval leaves out a query whose qrels judge no document relevant; it scores 0.
+    empty = {"ndcg_cut_10": 0.0, "recall_10": 0.0, "recall_100": 0.0, "map": 0.0}
     return {
-        "ndcg@10": sum(v["ndcg_cut_10"] for v in per_query.values()) / n,
-        "recall@10": sum(v["recall_10"] for v in per_query.values()) / n,
-        "recall@100": sum(v["recall_100"] for v in per_query.values()) / n,
-        "mrr@10": sum(v["recip_rank"] for v in mrr.values()) / n,
-        "map": sum(v["map"] for v in per_query.values()) / n,
+        q: {
+            "ndcg@10": per_query.get(q, empty)["ndcg_cut_10"],
+            "recall@10": per_query.get(q, empty)["recall_10"],
+            "recall@100": per_query.get(q, empty)["recall_100"],
+            "mrr@10": mrr.get(q, {"recip_rank": 0.0})["recip_rank"],
+            "map": per_query.get(q, empty)["map"],
+        }
+        for q in qrels
     }
+
+
+def mean_metrics(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The mean of each metric over the queries of :func:`per_query_metrics`."""
+    return {m: sum(q[m] for q in per_query.values()) / len(per_query) for m in METRICS}
+
+
+def ranking_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
+    """Mean nDCG@10, Recall@10/@100, MRR@10 and MAP over the judged queries
+    (:func:`per_query_metrics`)."""
+    return mean_metrics(per_query_metrics(qrels, run))

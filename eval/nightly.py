@@ -125,8 +125,8 @@ def check_gates(
         }
         for short in sorted(gated):
             name = f"{suite.name}.{short}"
-            if short.endswith(("latency_p50_ms", "queries", "answers")):
-                continue  # not quality metrics
+            if short.endswith(("latency_p50_ms", "queries", "answers", "_low", "_high")):
+                continue  # not quality metrics, or an interval around one
             value, floor, base = metrics.get(name), suite.floors.get(short), baseline.get(name)
             reasons = []
             if value is None:

@@ -32,7 +32,8 @@ from service.pipeline import RagPipeline
 from service.retrieval import RetrievalResult, SearchParams, doc_ranking
 
 from .datasets import BeirDataset
-from .metrics import ranking_metrics
+from .metrics import mean_metrics, per_query_metrics
+from .significance import mean_interval
 
 MODES: dict[str, dict[str, Any]] = {
     "sparse": {"mode": "sparse"},
@@ -153,8 +154,14 @@ def _search_as_served(pipeline: RagPipeline, params: SearchParams) -> RetrievalR
 def score_run(
     qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], latencies: list[float]
 ) -> tuple[dict[str, float], float]:
-    """Ranking metrics of a run (see :func:`run_queries`), and its median query latency in ms."""
-    return ranking_metrics(qrels, run), round(statistics.median(latencies), 2)
+    """Ranking metrics of a run (see :func:`run_queries`), with the 95% bootstrap interval of
+    its nDCG@10 over queries (``ndcg@10_low`` / ``ndcg@10_high``), and its median query latency
+    in ms."""
+    per_query = per_query_metrics(qrels, run)
+    scores = mean_metrics(per_query)
+    ci = mean_interval([q["ndcg@10"] for q in per_query.values()])
+    scores["ndcg@10_low"], scores["ndcg@10_high"] = ci.low, ci.high
+    return scores, round(statistics.median(latencies), 2)
 
 
 def evaluate_retrieval(

@@ -17,18 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from ingest.index import IndexProblem
 from ingest.settings import Settings
+from service.cli_support import err, out
 from service.pipeline import RagPipeline
 
 from .datasets import DatasetError, load_beir
 
 tune = typer.Typer(help="Fine-tune the embedding model or a reranker on your data.")
 export = typer.Typer(help="Export training data for other tools (OpenAI fine-tuning).")
-out = Console()
-err = Console(stderr=True)
 
 DatasetOpt = Annotated[
     Path | None, typer.Option("--dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")

@@ -3,6 +3,7 @@ message instead of a traceback."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,10 @@ from rich.console import Console
 
 from ingest.settings import Settings
 
-out = Console()
+# Piped output (a file, a CI log) is not cut to 80 columns, rich's default off a terminal: a
+# table's figures would end in "…".
+PIPED_WIDTH = 200
+out = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
 err = Console(stderr=True)
 
 DataDirOpt = Annotated[

@@ -21,6 +21,7 @@ from eval.compare import (
     parse_candidate,
 )
 from eval.datasets import load_beir
+from eval.significance import Interval
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.settings import Settings
@@ -59,10 +60,21 @@ def test_parse_candidate() -> None:
 
 
 def _report(scores: dict[str, dict[str, float]]) -> CompareReport:
-    """Hand-made nDCG@10 per dataset: {dataset: {label: value}}."""
+    """Hand-made nDCG@10 per dataset: {dataset: {label: value}}; each delta's interval is the
+    delta ± 0.03."""
     labels = [label for label in next(iter(scores.values())) if label != BASELINE]
     results = [
-        DatasetResult(name, "dev", 10, {label: {"ndcg@10": v} for label, v in by_label.items()})
+        DatasetResult(
+            name,
+            "dev",
+            10,
+            {label: {"ndcg@10": v} for label, v in by_label.items()},
+            {
+                label: Interval(v - by_label[BASELINE] - 0.03, v - by_label[BASELINE] + 0.03)
+                for label, v in by_label.items()
+                if label != BASELINE
+            },
+        )
         for name, by_label in scores.items()
     ]
     return CompareReport([Candidate(label) for label in labels], results, {})
@@ -78,6 +90,9 @@ def test_rule_best_mean_without_losing_more_than_tolerance() -> None:
     # "big" has the best mean but loses 0.01 on s2; "slight" loses 0.004, within tolerance
     assert choose(report) == "slight"
     assert report.to_dict()["mean_delta"] == {"big": 0.045, "steady": 0.015, "slight": 0.023}
+    # the rule picks by the figures; the intervals say which deltas are beyond noise
+    assert report.beyond_noise("big") == ["s1"] and report.beyond_noise("steady") == []
+    assert report.to_dict()["beyond_noise"]["slight"] == ["s2"]
     assert choose(_report({"s": {BASELINE: 0.7, "worse": 0.69}})) is None
 
 
@@ -85,8 +100,8 @@ def test_table_has_one_row_per_dataset_and_the_mean() -> None:
     report = _report({"s1": {BASELINE: 0.7, "x": 0.75}, "s2": {BASELINE: 0.5, "x": 0.48}})
     lines = compare_markdown(report).splitlines()
     assert len(lines) == 2 + 2 + 1
-    assert lines[2] == "| s1 (dev, 10) | 0.7000 | 0.7500 | +0.0500 |"
-    assert lines[3] == "| s2 (dev, 10) | 0.5000 | 0.4800 | -0.0200 |"
+    assert lines[2] == "| s1 (dev, 10) | 0.7000 | 0.7500 | +0.0500 [+0.0200, +0.0800] |"
+    assert lines[3] == "| s2 (dev, 10) | 0.5000 | 0.4800 | -0.0200 [-0.0500, +0.0100] |"
     assert lines[4] == "| **mean** | 0.6000 | 0.6150 | +0.0150 |"
 
 
@@ -132,6 +147,8 @@ def test_compare_on_two_sets(tmp_path: Path, embedder: SentenceTransformerEmbedd
         for c in candidates:
             expected = r.scores[c.label]["ndcg@10"] - r.scores[BASELINE]["ndcg@10"]
             assert r.delta(c.label) == pytest.approx(expected, abs=1e-4)
+            ci = r.intervals[c.label]  # the per-query differences' interval holds their mean
+            assert ci.low - 1e-4 <= r.delta(c.label) <= ci.high + 1e-4
     assert report.results[0].scores[BASELINE]["ndcg@10"] > 0.8
 
 
@@ -157,6 +174,10 @@ def test_compare_command(tmp_path: Path) -> None:
     data = json.loads(proc.stdout)
     assert [d["dataset"] for d in data["datasets"]] == ["xquad-en", "halueval-qa"]
     assert set(data["mean"]) == {BASELINE, "fusion=rrf,rrf_k=20"} and "rule" in data
+    for d in data["datasets"]:
+        low, high = d["delta_ci95"]["fusion=rrf,rrf_k=20"]
+        assert low <= d["delta"]["fusion=rrf,rrf_k=20"] <= high
+    assert set(data["beyond_noise"]) == {"fusion=rrf,rrf_k=20"}
     bad = CliRunner().invoke(
         eval_app, ["compare", "--dataset", str(tmp_path), "--candidate", "colour=blue"]
     )
