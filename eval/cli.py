@@ -446,7 +446,9 @@ def compare(
     out.print(compare_markdown(report), markup=False)
     chosen = choose(report)
     out.print(f"rule: {RULE}", markup=False)
-    out.print(f"chosen: {chosen or 'none, keep the defaults'}", markup=False)
+    # The rule chooses on dev splits; on a test split the same line is a report only.
+    verdict = "chosen" if split == "dev" else f"the rule would pick (on {split}: report only)"
+    out.print(f"{verdict}: {chosen or 'none, keep the defaults'}", markup=False)
     out.print("[low, high]: 95% bootstrap interval of the per-query difference", markup=False)
     if chosen:
         real = report.beyond_noise(chosen)
