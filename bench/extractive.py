@@ -8,8 +8,8 @@
 2. Retrieves the top chunks of every question once (hybrid, the defaults) and times only
    ``ExtractiveGenerator.generate`` on them, in three ways, in the same run, on the same chunks:
 
-   - **old**: what grounded did before sentence offsets were stored: every chunk split with
-     pysbd at query time and every sentence embedded (the generator's path for chunks written
+   - **old**: what grounded did before sentence offsets were stored: every chunk split into
+     sentences at query time and every sentence embedded (the generator's path for chunks written
      before offsets existed, with no cap on the candidates);
    - **stored, all embedded**: stored offsets, no split, but still every sentence embedded;
      the difference to *old* is what splitting costs, the rest is embedding;

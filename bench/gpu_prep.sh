@@ -29,7 +29,7 @@ xz -T0 -6 .gpu/model/model.safetensors
 cp "$DATA/queries.jsonl" .gpu/scifact/ && cp "$DATA/qrels/test.tsv" .gpu/scifact/qrels/
 xz -T0 -9 -c "$DATA/corpus.jsonl" > .gpu/scifact/corpus.jsonl.xz
 pins=$("$PY" -m pip list --format=freeze 2>/dev/null | grep -iE \
-    '^(pydantic|pydantic[-_]core|pydantic[-_]settings|python[-_]dotenv|typing[-_]inspection|annotated[-_]types|pysbd|qdrant[-_]edge[-_]py|limits|typing[-_]extensions|deprecated)==')
+    '^(pydantic|pydantic[-_]core|pydantic[-_]settings|python[-_]dotenv|typing[-_]inspection|annotated[-_]types|sentencex|qdrant[-_]edge[-_]py|limits|typing[-_]extensions|deprecated)==')
 # shellcheck disable=SC2086
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .documents import Chunk, Document, chunk_context
-from .sentences import sentence_bounds
+from .sentences import SPLITTER, sentence_bounds
 
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 _MIN_BODY_TOKENS = 16
@@ -87,8 +87,9 @@ class TokenChunker:
         # [CLS] and [SEP] (or their equivalents) take room in the model's window.
         self._special = len(tokenizer("", add_special_tokens=True)["input_ids"])
         # Part of every document's hash and of a new collection's manifest: chunks cut another
-        # way (the token windows of "tokens:...") are re-chunked on the next ingest.
-        self.signature = f"sentences:{chunk_size}:{chunk_overlap}"
+        # way (token windows, "tokens:...", or pysbd's sentences, "sentences:...") are re-chunked
+        # on the next ingest.
+        self.signature = f"{SPLITTER}:{chunk_size}:{chunk_overlap}"
 
     def _body_budget(self, title: str, headings: tuple[str, ...]) -> int:
         context = chunk_context(title, headings)

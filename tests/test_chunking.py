@@ -8,7 +8,7 @@ from ingest.documents import Chunk, Document
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.sentences import sentence_bounds
 
-# Not "topic 3. Sentence ...": pysbd reads a run of "<n>. " as a numbered list.
+# Not "topic 3. Sentence ...": a splitter may read a run of "<n>. " as a numbered list.
 LONG = " ".join(f"Sentence number {i} talks about topic {i % 7} today." for i in range(120))
 PROSE = " ".join(
     f"Trial {i} enrolled {10 + i} patients with {'severe' if i % 3 else 'mild'} asthma"
@@ -78,7 +78,7 @@ def test_chunks_are_whole_sentences_overlapping_by_whole_sentences(
     doc = Document("d", PROSE, title="Asthma trials")
     chunker = TokenChunker(tokenizer, size, overlap)
     chunks = chunker.chunk(doc)
-    assert len(chunks) > 3 and chunker.signature == f"sentences:{size}:{overlap}"
+    assert len(chunks) > 3 and chunker.signature == f"sentencex:{size}:{overlap}"
     _check_sentence_chunks(tokenizer, doc, chunks, overlap)
     assert any(b.start < a.end for a, b in itertools.pairwise(chunks))  # short ones are shared
     for chunk in chunks:

@@ -1,8 +1,9 @@
-"""``ingest/sentences.py``: pysbd's sentences, offsets found in one pass, lines as boundaries."""
+"""``ingest/sentences.py``: sentencex's sentences with exact character offsets, lines as
+boundaries, long lines split whole."""
 
-import pysbd
+import sentencex
 
-from ingest.sentences import MAX_PIECE, sentence_bounds, sentence_spans, sentences
+from ingest.sentences import sentence_bounds, sentence_spans, sentences
 
 PROSE = (
     "Dr. Smith went to Washington. He arrived at 5 p.m. on Monday! Was it raining? "
@@ -10,17 +11,28 @@ PROSE = (
 )
 
 
-def _pysbd_spans(text: str) -> list[tuple[int, int]]:
-    segmenter = pysbd.Segmenter(language="en", clean=False, char_span=True)
-    return [(s.start, s.end) for s in segmenter.segment(text)]
+def test_abbreviations_and_numbers_do_not_end_sentences() -> None:
+    assert sentences(PROSE) == [
+        "Dr. Smith went to Washington. ",
+        "He arrived at 5 p.m. on Monday! ",
+        "Was it raining? ",
+        "The U.S. team, e.g. the one from Boston, won 3.5 to 2. ",
+        "Then he left. ",
+    ]
 
 
-def test_spans_are_pysbds_and_partition_the_text() -> None:
+def test_spans_partition_the_text_with_exact_offsets() -> None:
     spans = sentence_spans(PROSE)
-    assert [(s.start, s.end) for s in spans] == _pysbd_spans(PROSE)
     assert "".join(sentences(PROSE)) == PROSE
     assert all(PROSE[s.start : s.end] == s.sent for s in spans)
     assert sentence_spans("") == [] and sentence_spans(" \n\t ") == []
+    # offsets count characters, not UTF-8 bytes
+    text = "Les β-cellules sont là. Ça marche? Emoji 🎉 done. 日本語の文。 Last."
+    got = [text[lo:hi] for lo, hi in sentence_bounds(text)]
+    assert got == [
+        *("Les β-cellules sont là.", "Ça marche?", "Emoji 🎉 done."),
+        *("日本語の文。", "Last."),
+    ]
 
 
 def test_bounds_leave_out_whitespace() -> None:
@@ -37,13 +49,14 @@ def test_a_line_break_always_ends_a_sentence() -> None:
     ]
 
 
-def test_a_long_line_splits_as_pysbd_splits_it_whole() -> None:
-    line = PROSE * 50  # well over one window
-    assert len(line) > 3 * MAX_PIECE
-    assert [(s.start, s.end) for s in sentence_spans(line)] == _pysbd_spans(line)
+def test_a_long_line_splits_whole_as_sentencex_splits_it() -> None:
+    line = PROSE * 2_000  # 280,000 characters on one line, split in one call (no windows)
+    spans = sentence_spans(line)
+    expected = [b["start_index"] for b in sentencex.get_sentence_boundaries("en", line)]
+    assert [s.start for s in spans] == expected and len(spans) == 5 * 2_000
 
 
-def test_a_sentence_longer_than_a_window_stays_one_sentence() -> None:
-    runaway = "The list goes on " + " and on" * (MAX_PIECE // 3) + " until it stops."
+def test_a_runaway_sentence_stays_one_sentence() -> None:
+    runaway = "The list goes on " + " and on" * 2_000 + " until it stops."
     text = f"It begins. {runaway} It ends."
     assert [text[lo:hi] for lo, hi in sentence_bounds(text)] == ["It begins.", runaway, "It ends."]
