@@ -8,7 +8,8 @@ rows and code lines are units of their own.
 sentencex (Wikimedia's rule-based segmenter, written in Rust) decides where sentences end and
 gives their character offsets. It would rather leave two sentences together than cut one, which
 suits quoting whole sentences. It replaced pysbd, which agreed with it on 99% of boundaries but
-split ~170 KB/s against ~50 MB/s and was 84% of the chunker's time (README, "Ingest speed").
+split ~200 KB/s against ~40 MB/s and was 84% of the chunker's time (``bench/chunking.py``;
+README, "Ingest speed").
 
 Example::
 
