@@ -112,7 +112,7 @@ class DatasetResult:
     split: str
     queries: int
     scores: dict[str, dict[str, float]]  # candidate label -> metrics
-    intervals: dict[str, Interval] = field(default_factory=dict)  # label -> interval of its delta
+    intervals: dict[str, Interval]  # candidate label -> the 95% interval of its delta
 
     def delta(self, label: str, metric: str = METRIC) -> float:
         return round(self.scores[label][metric] - self.scores[BASELINE][metric], 4)
