@@ -35,16 +35,17 @@ def per_query_metrics(qrels: Qrels, run: Run) -> dict[str, dict[str, float]]:
     mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(_top(run, 10))
     # pytrec_eval leaves out a query whose qrels judge no document relevant; it scores 0.
     empty = {"ndcg_cut_10": 0.0, "recall_10": 0.0, "recall_100": 0.0, "map": 0.0}
-    return {
-        q: {
-            "ndcg@10": per_query.get(q, empty)["ndcg_cut_10"],
-            "recall@10": per_query.get(q, empty)["recall_10"],
-            "recall@100": per_query.get(q, empty)["recall_100"],
+    scores = {}
+    for q in qrels:
+        found = per_query.get(q, empty)
+        scores[q] = {
+            "ndcg@10": found["ndcg_cut_10"],
+            "recall@10": found["recall_10"],
+            "recall@100": found["recall_100"],
             "mrr@10": mrr.get(q, {"recip_rank": 0.0})["recip_rank"],
-            "map": per_query.get(q, empty)["map"],
+            "map": found["map"],
         }
-        for q in qrels
-    }
+    return scores
 
 
 def mean_metrics(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
