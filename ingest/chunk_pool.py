@@ -1,11 +1,11 @@
 """Chunking in worker processes, for embedders faster than one core can chunk for.
 
-Sentence splitting and token counting let one process chunk about 2,700-3,000 chunks/s (~300
-with pysbd, the splitter before sentencex): plenty beside a CPU embedder (~70 chunks/s on two cores), but an
-H100 embeds ~14,000 chunks/s, so the ingest pipeline on a GPU waits for the chunker
+Sentence splitting and token counting let one process chunk about 2,700-3,000 chunks/s (~300 with
+pysbd, the splitter before sentencex): plenty beside a CPU embedder (~70 chunks/s on two cores), but
+an H100 embeds ~14,000 chunks/s, so the ingest pipeline on a GPU waits for the chunker
 (``bench/gpu_ingest.py``). :class:`ChunkPool` spreads the documents of a batch over ``workers``
-processes, each holding its own copy of the chunker, and returns every document's chunks in
-order: the same chunks as in-process.
+processes, each holding its own copy of the chunker, and returns every document's chunks in order:
+the same chunks as in-process.
 
 Processes are spawned, not forked: the ingesting process may already run threads (ONNX Runtime,
 torch, a writer thread), and a fork copies their locks mid-use.
