@@ -1,14 +1,14 @@
 """Sentence-window chunking, budgeted in the embedder's own tokens.
 
 A document is split into sections at markdown headings (HTML headings arrive as ``#`` lines too);
-each section into sentences (:mod:`ingest.sentences`; a line break always ends one, so list
-items, table rows and code lines are units too). Consecutive sentences are packed into chunks of
-at most ``chunk_size`` tokens *including* the context the chunk is embedded with (title and
-heading path), so every chunk starts at a sentence start and ends at a sentence end. Neighbouring
-chunks share whole sentences: as many of the previous chunk's last sentences as fit in
-``chunk_overlap`` tokens (none when the first one does not). A single sentence longer than the
-budget is the only thing cut mid-way, into token windows that overlap by ``chunk_overlap``
-tokens. Character offsets point back into the document text, so
+each section into sentences (:mod:`ingest.sentences`; a paragraph's wrapped lines are read as one
+text, list items, table rows, headings and code lines are units of their own). Consecutive sentences
+are packed into chunks of at most ``chunk_size`` tokens *including* the context the chunk is
+embedded with (title and heading path), so every chunk starts at a sentence start and ends at a
+sentence end. Neighbouring chunks share whole sentences: as many of the previous chunk's last
+sentences as fit in ``chunk_overlap`` tokens (none when the first one does not). A single sentence
+longer than the budget is the only thing cut mid-way, into token windows that overlap by
+``chunk_overlap`` tokens. Character offsets point back into the document text, so
 ``doc.text[chunk.start:chunk.end] == chunk.text``, and each chunk keeps where its sentences start
 (``Chunk.sentences``) for extractive answers.
 

@@ -2,8 +2,15 @@
 
 The one sentence splitter of grounded: the chunker cuts on its boundaries (and stores them with
 each chunk), and extractive answers, attribution and eval's hallucination detector split with it,
-so they all agree on what a sentence is. A line break always ends a sentence: list items, table
-rows and code lines are units of their own.
+so they all agree on what a sentence is.
+
+Lines are read as markdown-like blocks first: a paragraph's hard-wrapped lines (prose wrapped at 80
+or 100 columns, a PDF's layout lines) are one run of text in which sentencex finds the sentences,
+while list items (with their indented continuation lines), table rows, headings, quote lines, fenced
+or indented code lines and fence lines each start a unit of their own, and a blank line ends one. A
+line that stands alone (heading, table row, code) is one sentence. Until 2026-11-27 every line break
+ended a sentence, which cut wrapped prose into line-long fragments, and those were what an
+extractive answer quoted.
 
 sentencex (Wikimedia's rule-based segmenter, written in Rust) decides where sentences end and
 gives their character offsets. It would rather leave two sentences together than cut one, which
@@ -22,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import sentencex
@@ -29,6 +37,11 @@ import sentencex
 SPLITTER = "sentencex"  # named in the chunker's signature: another splitter cuts other chunks
 LANGUAGE = "en"  # sentencex's abbreviation lists and terminators; other scripts' stops still split
 _LINES = re.compile(r"[^\n\r]*\S[^\n\r]*")
+# A line that starts a block: a list item, heading, quote, table row or code fence.
+_BLOCK_START = re.compile(r"[ \t]*(?:[-*+•][ \t]|\d{1,3}[.)][ \t]|#{1,6}[ \t]|>|\||```|~~~)")
+_FENCE = re.compile(r"[ \t]*(?:```|~~~)")
+_STANDALONE = re.compile(r"[ \t]*(?:#{1,6}[ \t]|\|)")  # a heading or table row: never continued
+_CODE_INDENT = re.compile(r"(?: {4}|\t)")
 
 
 @dataclass(frozen=True)
@@ -40,22 +53,64 @@ class SentenceSpan:
     end: int
 
 
-def _line_starts(line: str) -> list[int]:
-    """Where the sentences of one line start (each at its first non-space character)."""
-    starts = []
-    for found in sentencex.get_sentence_boundaries(LANGUAGE, line):
+def _units(text: str) -> Iterator[tuple[int, int, bool]]:
+    """``(start, end, alone)`` of each unit of ``text`` (module doc): a paragraph or list item
+    with its wrapped lines, whose sentences sentencex finds, or a line that stands alone (a
+    heading, table row, code or fence line: one sentence, never split)."""
+    start = end = -1  # the open unit, which the next line may continue
+    fenced = False
+    previous_end = 0
+    for match in _LINES.finditer(text):
+        line, lo, hi = match.group(), match.start(), match.end()
+        # a blank line in between: two line breaks, whichever convention ("\n", "\r\n", "\r")
+        blank_before = len(text[previous_end:lo].splitlines()) > 1
+        previous_end = hi
+        fence = _FENCE.match(line) is not None
+        if fenced or fence or _STANDALONE.match(line):
+            alone = True
+        elif start >= 0 and not blank_before and not _BLOCK_START.match(line):
+            end = hi  # a wrapped line of the open paragraph or list item
+            continue
+        else:
+            # after a blank line or a line that stands alone, an indented line is code
+            alone = (start < 0 or blank_before) and _CODE_INDENT.match(line) is not None
+        if start >= 0:
+            yield start, end, False
+        if alone:
+            yield lo, hi, True
+            start = end = -1
+        else:
+            start, end = lo, hi
+        fenced ^= fence
+    if start >= 0:
+        yield start, end, False
+
+
+def _unit_starts(unit: str) -> list[int]:
+    """Where the sentences of one unit start (each at its first non-space character); its line
+    breaks read as spaces, so a wrapped sentence stays one."""
+    starts: list[int] = []
+    flat = unit.replace("\r", " ").replace("\n", " ")  # the same length: offsets still hold
+    # A list item's marker ("1. ", "- ") is not a sentence of its own.
+    marker = _BLOCK_START.match(unit)
+    after_marker = marker.end() if marker else 0
+    for found in sentencex.get_sentence_boundaries(LANGUAGE, flat):
         sent: str = found["text"]
-        if sent.strip():
-            starts.append(found["start_index"] + len(sent) - len(sent.lstrip()))
+        at = found["start_index"] + len(sent) - len(sent.lstrip())
+        if sent.strip() and (not starts or at > after_marker):
+            starts.append(at)
     return starts
 
 
 def _starts(text: str) -> list[int]:
-    """Where each sentence of ``text`` starts (its first non-space character), in order; every
-    line starts a sentence."""
+    """Where each sentence of ``text`` starts (its first non-space character), in order."""
     starts: list[int] = []
-    for line in _LINES.finditer(text):
-        starts.extend(line.start() + s for s in _line_starts(line.group()))
+    for lo, hi, alone in _units(text):
+        unit = text[lo:hi]
+        if alone:
+            starts.append(lo + len(unit) - len(unit.lstrip()))
+        else:
+            starts.extend(lo + s for s in _unit_starts(unit))
     return starts
 
 

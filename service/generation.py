@@ -128,6 +128,7 @@ class _Sentence:
 _WHOLE_START = "\"'“‘([#>*|`-"  # besides a capital letter: quotes, brackets, markdown
 _WHOLE_END = ".!?…:;\"'”’)]|`"
 _WORDS = re.compile(r"\w+")
+_LINE_BREAKS = re.compile(r"[ \t]*[\r\n]+[ \t]*")
 
 
 def chunk_sentences(chunk: RetrievedChunk) -> list[tuple[int, int]]:
@@ -147,6 +148,11 @@ def chunk_sentences(chunk: RetrievedChunk) -> list[tuple[int, int]]:
     if spans and text[spans[-1][1] - 1] not in _WHOLE_END:
         spans = spans[:-1]
     return spans
+
+
+def _one_line(text: str) -> str:
+    """A quoted sentence as one line: a sentence of hard-wrapped prose spans line breaks."""
+    return _LINE_BREAKS.sub(" ", text)
 
 
 def _normalised(text: str) -> str:
@@ -266,7 +272,7 @@ class ExtractiveGenerator:
         for i in chosen:
             chunk = sentences[i].chunk
             # The quote's own "[n]" would read as a citation: only grounded's may.
-            parts.append(f"{neutralise_markers(sentences[i].text)} [{chunk.rank}]")
+            parts.append(f"{neutralise_markers(_one_line(sentences[i].text))} [{chunk.rank}]")
             cited.setdefault(chunk.rank, Citation.of(chunk.rank, chunk))
         citations = sorted(cited.values(), key=lambda c: c.number)
         return Answer(" ".join(parts), self.name, citations, context=top)

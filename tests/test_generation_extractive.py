@@ -92,6 +92,27 @@ def test_answer_quotes_whole_sentences_each_once(
     )
 
 
+def test_a_sentence_of_wrapped_prose_is_quoted_whole_on_one_line(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    # docs/*.md are wrapped at 100 columns: each line used to be quoted as a "sentence"
+    wrapped = (
+        "Every document has an id (for files: the path relative to the folder you name, including\n"
+        "the folder's own name) and a content\nhash over its text, so re-ingesting is idempotent.\n"
+        "\nUnrelated paragraph about rate limits.\n"
+    )
+    chunks = TokenChunker(embedder.tokenizer, 256, 32).chunk(Document("ingest", wrapped))
+    retrieval = RetrievalResult(_retrieved(chunks), {})
+    answer = ExtractiveGenerator(embedder, max_sentences=1).generate(
+        "How is re-ingesting idempotent?", retrieval
+    )
+    assert answer.text == (
+        "Every document has an id (for files: the path relative to the folder you name, "
+        "including the folder's own name) and a content hash over its text, so re-ingesting is "
+        "idempotent. [1]"
+    )
+
+
 def test_default_answer_is_the_best_whole_sentences(
     embedder: SentenceTransformerEmbedder, chunks: list[Chunk]
 ) -> None:

@@ -1,5 +1,5 @@
-"""``ingest/sentences.py``: sentencex's sentences with exact character offsets, lines as
-boundaries, long lines split whole."""
+"""``ingest/sentences.py``: sentencex's sentences with exact character offsets, wrapped prose
+read across its line breaks, markdown blocks and code lines as units, long lines split whole."""
 
 import sentencex
 
@@ -40,12 +40,35 @@ def test_bounds_leave_out_whitespace() -> None:
     assert [text[lo:hi] for lo, hi in sentence_bounds(text)] == ["One here.", "Two there."]
 
 
-def test_a_line_break_always_ends_a_sentence() -> None:
-    text = "Steps\n- open the valve\n- close it\n| a | b |\n| 1 | 2 |\n    x = f(y)\nDone."
+def test_blocks_stand_alone_and_code_is_never_split() -> None:
+    text = (
+        "Steps\n- open the valve\n- close it\n| a | b |\n| 1 | 2 |\n    x = f(y)\nDone.\n\n"
+        "```bash\ngrounded ingest PATH... --json. Then more\n```\n# A heading. Still one\n"
+        "1. first item\n   wraps here. Second.\n2) next"
+    )
     got = [text[lo:hi] for lo, hi in sentence_bounds(text)]
     assert got == [
         *("Steps", "- open the valve", "- close it"),
         *("| a | b |", "| 1 | 2 |", "x = f(y)", "Done."),
+        *("```bash", "grounded ingest PATH... --json. Then more", "```", "# A heading. Still one"),
+        *("1. first item\n   wraps here.", "Second.", "2) next"),
+    ]
+
+
+def test_wrapped_prose_is_read_whole_across_its_line_breaks() -> None:
+    text = (
+        "Every document has an id (for files: the path relative to the folder you name, including\n"
+        "the folder's own name) and a content\nhash over its text. A changed one is re-chunked.\n"
+        "\n"
+        "A new paragraph\r\nwrapped the Windows way.\r\n\r\n    indented = 'code after a blank'\n"
+    )
+    got = [text[lo:hi] for lo, hi in sentence_bounds(text)]
+    assert got == [
+        "Every document has an id (for files: the path relative to the folder you name, including\n"
+        "the folder's own name) and a content\nhash over its text.",
+        "A changed one is re-chunked.",
+        "A new paragraph\r\nwrapped the Windows way.",
+        "indented = 'code after a blank'",
     ]
 
 
