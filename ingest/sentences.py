@@ -6,11 +6,13 @@ so they all agree on what a sentence is.
 
 Lines are read as markdown-like blocks first: a paragraph's hard-wrapped lines (prose wrapped at 80
 or 100 columns, a PDF's layout lines) are one run of text in which sentencex finds the sentences,
-while list items (with their indented continuation lines), table rows, headings, quote lines, fenced
-or indented code lines and fence lines each start a unit of their own, and a blank line ends one. A
-line that stands alone (heading, table row, code) is one sentence. Until 2026-11-27 every line break
-ended a sentence, which cut wrapped prose into line-long fragments, and those were what an
-extractive answer quoted.
+while list items (with their indented continuation lines), block quotes (with their next ">"
+lines), table rows, headings, fenced or indented code lines and fence lines each start a unit of
+their own, and a blank line ends one. A line that stands alone (heading, table row, code) is one
+sentence. As in markdown, a paragraph indented after a blank line inside a list is prose of its
+item, not code (code there is indented 8 columns). Until 2026-11-27 every line break ended a
+sentence, which cut wrapped prose into line-long fragments, and those were what an extractive
+answer quoted.
 
 sentencex (Wikimedia's rule-based segmenter, written in Rust) decides where sentences end and
 gives their character offsets. It would rather leave two sentences together than cut one, which
@@ -37,11 +39,14 @@ import sentencex
 SPLITTER = "sentencex"  # named in the chunker's signature: another splitter cuts other chunks
 LANGUAGE = "en"  # sentencex's abbreviation lists and terminators; other scripts' stops still split
 _LINES = re.compile(r"[^\n\r]*\S[^\n\r]*")
+_LIST_ITEM = re.compile(r"[ \t]*(?:[-*+•][ \t]|\d{1,3}[.)][ \t])")
 # A line that starts a block: a list item, heading, quote, table row or code fence.
-_BLOCK_START = re.compile(r"[ \t]*(?:[-*+•][ \t]|\d{1,3}[.)][ \t]|#{1,6}[ \t]|>|\||```|~~~)")
+_BLOCK_START = re.compile(rf"{_LIST_ITEM.pattern}|[ \t]*(?:#{{1,6}}[ \t]|>|\||```|~~~)")
 _FENCE = re.compile(r"[ \t]*(?:```|~~~)")
 _STANDALONE = re.compile(r"[ \t]*(?:#{1,6}[ \t]|\|)")  # a heading or table row: never continued
-_CODE_INDENT = re.compile(r"(?: {4}|\t)")
+_QUOTE = re.compile(r"[ \t]*>")
+# A quote's ">" markers after its first line: read as spaces, so a quoted sentence reads whole.
+_QUOTE_MARKER = re.compile(r"(?<=[\n\r])[ \t]*>")
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,14 @@ class SentenceSpan:
 
 
 def _units(text: str) -> Iterator[tuple[int, int, bool]]:
-    """``(start, end, alone)`` of each unit of ``text`` (module doc): a paragraph or list item
-    with its wrapped lines, whose sentences sentencex finds, or a line that stands alone (a
-    heading, table row, code or fence line: one sentence, never split)."""
+    """``(start, end, alone)`` of each unit of ``text`` (module doc): a paragraph, list item or
+    block quote with its wrapped lines, whose sentences sentencex finds, or a line that stands
+    alone (a heading, table row, code or fence line: one sentence, never split)."""
     start = end = -1  # the open unit, which the next line may continue
+    quote = False  # the open unit is a block quote: its next ">" line continues it
+    # Since the last list item only list content was seen: an indented paragraph after a blank
+    # line belongs to the item (markdown), and code there is indented 8 columns, not 4.
+    in_list = False
     fenced = False
     previous_end = 0
     for match in _LINES.finditer(text):
@@ -66,31 +75,45 @@ def _units(text: str) -> Iterator[tuple[int, int, bool]]:
         blank_before = len(text[previous_end:lo].splitlines()) > 1
         previous_end = hi
         fence = _FENCE.match(line) is not None
+        quoted = _QUOTE.match(line) is not None
+        # (a unit is never open inside a fence: fenced lines stand alone)
+        continues = (quote and quoted) or not _BLOCK_START.match(line)
+        if start >= 0 and not blank_before and continues:
+            end = hi  # a wrapped line of the open paragraph, list item or quote
+            continue
+        indent = _indent(line)
         if fenced or fence or _STANDALONE.match(line):
             alone = True
-        elif start >= 0 and not blank_before and not _BLOCK_START.match(line):
-            end = hi  # a wrapped line of the open paragraph or list item
-            continue
         else:
             # after a blank line or a line that stands alone, an indented line is code
-            alone = (start < 0 or blank_before) and _CODE_INDENT.match(line) is not None
+            alone = (start < 0 or blank_before) and indent >= (8 if in_list else 4)
+        if not fenced:
+            in_list = _LIST_ITEM.match(line) is not None or (in_list and indent > 0)
         if start >= 0:
             yield start, end, False
         if alone:
             yield lo, hi, True
             start = end = -1
         else:
-            start, end = lo, hi
+            start, end, quote = lo, hi, quoted
         fenced ^= fence
     if start >= 0:
         yield start, end, False
+
+
+def _indent(line: str) -> int:
+    """Columns of leading whitespace, a tab counting to the next multiple of 4 (markdown)."""
+    expanded = line.expandtabs(4)
+    return len(expanded) - len(expanded.lstrip())
 
 
 def _unit_starts(unit: str) -> list[int]:
     """Where the sentences of one unit start (each at its first non-space character); its line
     breaks read as spaces, so a wrapped sentence stays one."""
     starts: list[int] = []
-    flat = unit.replace("\r", " ").replace("\n", " ")  # the same length: offsets still hold
+    # The same length as the unit, so offsets still hold.
+    flat = _QUOTE_MARKER.sub(lambda m: " " * len(m.group()), unit)
+    flat = flat.replace("\r", " ").replace("\n", " ")
     # A list item's marker ("1. ", "- ") is not a sentence of its own.
     marker = _BLOCK_START.match(unit)
     after_marker = marker.end() if marker else 0

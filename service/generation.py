@@ -128,7 +128,8 @@ class _Sentence:
 _WHOLE_START = "\"'“‘([#>*|`-"  # besides a capital letter: quotes, brackets, markdown
 _WHOLE_END = ".!?…:;\"'”’)]|`"
 _WORDS = re.compile(r"\w+")
-_LINE_BREAKS = re.compile(r"[ \t]*[\r\n]+[ \t]*")
+# A line break inside a sentence, with the ">" markers of a block quote's next line.
+_LINE_BREAKS = re.compile(r"[ \t]*[\r\n]+[ \t]*(?:>[ \t]*)*")
 
 
 def chunk_sentences(chunk: RetrievedChunk) -> list[tuple[int, int]]:
@@ -151,7 +152,8 @@ def chunk_sentences(chunk: RetrievedChunk) -> list[tuple[int, int]]:
 
 
 def _one_line(text: str) -> str:
-    """A quoted sentence as one line: a sentence of hard-wrapped prose spans line breaks."""
+    """A quoted sentence as one line: a sentence of hard-wrapped prose (or of a block quote)
+    spans line breaks."""
     return _LINE_BREAKS.sub(" ", text)
 
 

@@ -100,6 +100,7 @@ def test_a_sentence_of_wrapped_prose_is_quoted_whole_on_one_line(
         "Every document has an id (for files: the path relative to the folder you name, including\n"
         "the folder's own name) and a content\nhash over its text, so re-ingesting is idempotent.\n"
         "\nUnrelated paragraph about rate limits.\n"
+        "\n> A quoted note says that the quota\n> resets every hour for each tenant.\n"
     )
     chunks = TokenChunker(embedder.tokenizer, 256, 32).chunk(Document("ingest", wrapped))
     retrieval = RetrievalResult(_retrieved(chunks), {})
@@ -110,6 +111,12 @@ def test_a_sentence_of_wrapped_prose_is_quoted_whole_on_one_line(
         "Every document has an id (for files: the path relative to the folder you name, "
         "including the folder's own name) and a content hash over its text, so re-ingesting is "
         "idempotent. [1]"
+    )
+    quoted = ExtractiveGenerator(embedder, max_sentences=1).generate(
+        "When does the quota reset for a tenant?", retrieval
+    )
+    assert quoted.text == (
+        "> A quoted note says that the quota resets every hour for each tenant. [1]"
     )
 
 

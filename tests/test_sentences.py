@@ -72,6 +72,20 @@ def test_wrapped_prose_is_read_whole_across_its_line_breaks() -> None:
     ]
 
 
+def test_a_block_quote_and_a_list_items_indented_paragraph_read_as_prose() -> None:
+    text = (
+        "> A quoted sentence that\n> wraps over lines. And a second\n>  one.\n\n"
+        "- an item\n\n    its own paragraph, indented\n    and wrapped. Yes.\n\n"
+        "        code_in_item()\n\nText after the list.\n\n    code_after_prose()\n"
+    )
+    got = [text[lo:hi] for lo, hi in sentence_bounds(text)]
+    assert got == [
+        *("> A quoted sentence that\n> wraps over lines.", "And a second\n>  one."),
+        *("- an item", "its own paragraph, indented\n    and wrapped.", "Yes."),
+        *("code_in_item()", "Text after the list.", "code_after_prose()"),
+    ]
+
+
 def test_a_long_line_splits_whole_as_sentencex_splits_it() -> None:
     line = PROSE * 2_000  # 280,000 characters on one line, split in one call (no windows)
     spans = sentence_spans(line)
