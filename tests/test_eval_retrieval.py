@@ -5,14 +5,25 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from support.cli_runner import grounded
 
 from eval.datasets import DatasetError, load_beir
 from eval.metrics import ranking_metrics
-from eval.retrieval import CHUNK_DEPTH, evaluate_retrieval, prepare_index
+from eval.retrieval import (
+    CHUNK_DEPTH,
+    collection_for,
+    document_embedder,
+    evaluate_retrieval,
+    index_corpus,
+    prepare_index,
+)
+from ingest.build import build_chunker
+from ingest.documents import Document
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
+from ingest.index.base import SearchQuery
 from ingest.settings import Settings
 from service.pipeline import RagPipeline
 
@@ -44,6 +55,44 @@ def test_mrr_is_cut_at_ten() -> None:
 def test_dataset_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"corpus\.jsonl"):
         load_beir(tmp_path)
+
+
+def test_eval_indexes_hold_the_vectors_grounded_ingest_writes(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    # `grounded ingest` embeds documents on ingest_embedding_backend while queries run on
+    # embedding_backend: an eval index built with the query backend measured other vectors.
+    settings = Settings(data_dir=tmp_path)
+    pipeline = RagPipeline.from_settings(settings, index=EdgeIndex(tmp_path), embedder=embedder)
+    alike = RagPipeline(
+        Settings(data_dir=tmp_path, ingest_embedding_backend=None), pipeline.index, embedder
+    )
+    try:
+        documents = document_embedder(pipeline)
+        assert (embedder.backend, getattr(documents, "backend", None)) == (
+            "onnx-int8",
+            "openvino-int8",
+        )
+        assert document_embedder(alike) is embedder
+        assert document_embedder(pipeline) is documents  # loaded once per process
+        # other vectors, so another cache than an index of query-backend vectors
+        assert collection_for("t", tmp_path, pipeline) != collection_for("t", tmp_path, alike)
+
+        doc = Document("d1", "Llamas hum to their young while grazing on the high plains.")
+        collection, _ = index_corpus(pipeline, "t", tmp_path, [doc])
+        [chunk] = build_chunker(settings, embedder).chunk(doc)
+        [hit] = pipeline.index.search(
+            collection,
+            SearchQuery(
+                dense=embedder.embed_query("llamas"), sparse=None, mode="dense", with_dense=True
+            ),
+        )
+        served = documents.embed_documents([chunk.embed_text])[0]
+        by_queries = embedder.embed_documents([chunk.embed_text])[0]
+        assert np.allclose(hit.dense, served, atol=1e-5)
+        assert not np.allclose(hit.dense, by_queries, atol=1e-5)
+    finally:
+        pipeline.index.close()
 
 
 def test_eval_on_fixture_and_cached_index(
