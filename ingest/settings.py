@@ -265,7 +265,8 @@ class EmbeddingSettings(Concern):
     ingest_embedding_backend: Backend | None = Field(
         "openvino-int8",
         description="Runtime that embeds documents in bulk ingest (`grounded ingest`, ingest "
-        "workers); unset = embedding_backend. A GPU device uses torch.",
+        "workers, and `grounded eval`'s indexes, so they hold the served vectors); unset = "
+        "embedding_backend. A GPU device uses torch.",
     )
     embedding_threads: int | None = Field(
         None,
