@@ -87,10 +87,12 @@ def test_eval_indexes_hold_the_vectors_grounded_ingest_writes(
                 dense=embedder.embed_query("llamas"), sparse=None, mode="dense", with_dense=True
             ),
         )
+        stored = np.asarray(hit.dense)
         served = documents.embed_documents([chunk.embed_text])[0]
         by_queries = embedder.embed_documents([chunk.embed_text])[0]
-        assert np.allclose(hit.dense, served, atol=1e-5)
-        assert not np.allclose(hit.dense, by_queries, atol=1e-5)
+        assert stored.shape == served.shape
+        assert np.allclose(stored, served, atol=1e-5)
+        assert not np.allclose(stored, by_queries, atol=1e-5)
     finally:
         pipeline.index.close()
 
