@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from ingest.build import bm25_params, build_chunker, build_embedder, build_ingestor
+from ingest.build import (
+    backend_on_this_device,
+    bm25_params,
+    build_chunker,
+    build_embedder,
+    build_ingestor,
+)
 from ingest.documents import Document
 from ingest.embedding import Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestReport
@@ -104,8 +110,9 @@ def document_embedder(pipeline: RagPipeline) -> Embedder:
     settings, own = pipeline.settings, pipeline.embedder
     if not isinstance(own, SentenceTransformerEmbedder) or own.name != settings.embedding_model:
         return own
-    if settings.ingest_embedding_backend in (None, own.backend):
-        return own
+    wanted = settings.ingest_embedding_backend
+    if wanted is None or backend_on_this_device(settings, wanted) == own.backend:
+        return own  # (on a GPU both are torch: no second model)
     key = (
         settings.embedding_model,
         settings.ingest_embedding_backend,

@@ -40,7 +40,7 @@ def prepare_exports(settings: Settings) -> None:
     OpenVINO) would be killed and retried for ever. A backend that cannot be exported is left to
     :func:`build_embedder`'s fallback, with a warning."""
     wanted = (settings.ingest_embedding_backend, settings.embedding_backend)
-    for backend in dict.fromkeys(_on_this_device(settings, b) for b in wanted if b):
+    for backend in dict.fromkeys(backend_on_this_device(settings, b) for b in wanted if b):
         if backend == "torch":
             continue
         try:
@@ -51,9 +51,9 @@ def prepare_exports(settings: Settings) -> None:
             logger.warning("the %s export failed (%s)", backend, exc)
 
 
-def _on_this_device(settings: Settings, backend: str) -> str:
-    # The exported runtimes run here on CPU only: a GPU, named or picked automatically, keeps
-    # torch.
+def backend_on_this_device(settings: Settings, backend: str) -> str:
+    """The runtime ``backend`` becomes here: the exported runtimes run on CPU only, so a GPU,
+    named or picked automatically, keeps torch."""
     if backend != "torch" and settings.embedding_device != "cpu":
         import torch
 
@@ -63,7 +63,7 @@ def _on_this_device(settings: Settings, backend: str) -> str:
 
 
 def _embedder(settings: Settings, backend: str) -> SentenceTransformerEmbedder:
-    backend = _on_this_device(settings, backend)
+    backend = backend_on_this_device(settings, backend)
     return SentenceTransformerEmbedder(
         settings.embedding_model,
         query_prefix=settings.query_prefix,

@@ -58,7 +58,7 @@ def test_dataset_errors(tmp_path: Path) -> None:
 
 
 def test_eval_indexes_hold_the_vectors_grounded_ingest_writes(
-    tmp_path: Path, embedder: SentenceTransformerEmbedder
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `grounded ingest` embeds documents on ingest_embedding_backend while queries run on
     # embedding_backend: an eval index built with the query backend measured other vectors.
@@ -93,6 +93,13 @@ def test_eval_indexes_hold_the_vectors_grounded_ingest_writes(
         assert stored.shape == served.shape
         assert np.allclose(stored, served, atol=1e-5)
         assert not np.allclose(stored, by_queries, atol=1e-5)
+
+        # On a GPU both backends are torch: the queries' model embeds the documents too.
+        monkeypatch.setattr(embedder, "backend", "torch")
+        gpu = RagPipeline(
+            Settings(data_dir=tmp_path, embedding_device="cuda"), alike.index, embedder
+        )
+        assert document_embedder(gpu) is embedder
     finally:
         pipeline.index.close()
 
