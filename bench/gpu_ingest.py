@@ -17,6 +17,10 @@ d. **pipeline**: the real :class:`~ingest.pipeline.Ingestor` (chunking, re-inges
    embedding with :class:`~ingest.gpu_encode.FastEmbedder`, chunking in ``--chunk-workers``
    processes (``ingest_chunk_workers``).
 
+With ``--switch-us N`` the writes and (c) run again with ``sys.setswitchinterval`` at N µs: a
+writer thread building Points beside a thread busy in Python waits about one switch interval
+per point (``bench/edge_writes.py``; ``writes_only_switch_Nus``, ``c_encode_upsert_switch_Nus``).
+
 And the parts alone, to show which one bounds (c) and (d): **chunking** (on one core, and in
 the pool of ``--chunk-workers`` processes), **workers** (tokenization + BM25 in the worker
 processes, no model), **encode** (FastEncoder without BM25 or writes), **writes** (BM25 vectors
@@ -225,9 +229,22 @@ def main() -> None:
         help="chunking processes, for the preparation and for (d)",
     )
     parser.add_argument("--skip-plain", action="store_true", help="leave out (b), the slowest")
+    parser.add_argument(
+        "--switch-us",
+        type=int,
+        action="append",
+        help="also measure writes and (c) with sys.setswitchinterval at this many µs",
+    )
     args = parser.parse_args()
-    if min(args.chunks, args.batch_size, args.writers, args.chunk_workers) <= 0:
-        parser.error("--chunks, --batch-size, --writers and --chunk-workers must be > 0")
+    if (
+        min(
+            args.chunks, args.batch_size, args.writers, args.chunk_workers, *(args.switch_us or [1])
+        )
+        <= 0
+    ):
+        parser.error(
+            "--chunks, --batch-size, --writers, --chunk-workers and --switch-us must be > 0"
+        )
     if args.pipeline_chunks < 0:
         parser.error("--pipeline-chunks must be >= 0")
     if args.device.startswith("cuda"):
@@ -294,23 +311,28 @@ def main() -> None:
 
     phase("encode_only", len(texts), timed(args.device, encode_only))
     order = length_order(texts)
-    ready = (
+    batches = [
         (rows, vectors[rows], [sparse[p] for p in rows])
         for rows in (order[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size))
-    )
+    ]
     with tempfile.TemporaryDirectory(prefix="grounded-gpu-") as work:
-        seconds, written = write_batches(
-            ready, texts, Path(work) / "w", encoder.dimension, args.writers
-        )
-        phase("writes_only", written, seconds)
-        seconds, written = write_batches(
-            encoder.batches(texts, side=bm25.embed_documents),
-            texts,
-            Path(work) / "c",
-            encoder.dimension,
-            args.writers,
-        )
-        phase("c_encode_upsert", written, seconds)
+        # (c) again under each --switch-us: a writer thread building Points beside a thread busy
+        # in Python waits a switch interval about once per point (bench/edge_writes.py).
+        for us in [None, *(args.switch_us or [])]:
+            suffix = f"_switch_{us}us" if us else ""
+            with harness.switch_interval(us / 1e6 if us else None):
+                seconds, written = write_batches(
+                    iter(batches), texts, Path(work) / f"w{suffix}", encoder.dimension, args.writers
+                )
+                phase(f"writes_only{suffix}", written, seconds)
+                seconds, written = write_batches(
+                    encoder.batches(texts, side=bm25.embed_documents),
+                    texts,
+                    Path(work) / f"c{suffix}",
+                    encoder.dimension,
+                    args.writers,
+                )
+                phase(f"c_encode_upsert{suffix}", written, seconds)
         if args.pipeline_chunks:
             embedder = FastEmbedder(
                 args.model, model, batch_size=args.batch_size, workers=args.workers
@@ -319,9 +341,9 @@ def main() -> None:
             report = build_ingestor(settings, index, embedder, "gpu").ingest(docs)
             index.close()
             phase("d_pipeline", report.chunks_written, report.seconds)
-    print(f"\n{'path':<22} {'chunks/s':>10} {'/ ceiling':>10}")
+    print(f"\n{'path':<32} {'chunks/s':>10} {'/ ceiling':>10}")
     for name, rate in rates.items():
-        print(f"{name:<22} {rate:>10.1f} {rate / rates['a_ceiling']:>10.3f}")
+        print(f"{name:<32} {rate:>10.1f} {rate / rates['a_ceiling']:>10.3f}")
     print("goal: c / a >= 0.70 and >= 20,000 chunks/s on one H200")
     result = {
         "machine": harness.machine(),
@@ -333,6 +355,7 @@ def main() -> None:
         "writers": args.writers,
         "chunk_workers": args.chunk_workers,
         "fp16": encoder.fp16,
+        "switch_us": args.switch_us or [],
         "chunks_per_s": {k: round(v, 1) for k, v in rates.items()},
         "ratios_to_ceiling": {k: round(v / rates["a_ceiling"], 3) for k, v in rates.items()},
     }

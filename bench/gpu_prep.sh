@@ -8,7 +8,7 @@
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
 #   xz -d .gpu/model/model.safetensors.xz .gpu/scifact/corpus.jsonl.xz
 #   PYTHONPATH=/tmp/site python3 bench/gpu_ingest.py --model .gpu/model --dataset .gpu/scifact \
-#       --chunks 50000 --batch-size 1024 --skip-plain --pipeline-chunks 5000
+#       --chunks 50000 --batch-size 1024 --skip-plain --pipeline-chunks 5000 --switch-us 100
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -148,7 +148,7 @@ def test_the_pipeline_ingests_with_the_fast_embedder(
 def test_gpu_ingest_bench_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
     command = [sys.executable, str(REPO / "bench" / "gpu_ingest.py"), "--device", "cpu"]
     command += ["--chunks", "24", "--batch-size", "8", "--pipeline-chunks", "12"]
-    command += ["--chunk-workers", "2"]
+    command += ["--chunk-workers", "2", "--switch-us", "100"]
     command += ["--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -165,6 +165,8 @@ def test_gpu_ingest_bench_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
         "encode_only",
         "writes_only",
         "c_encode_upsert",
+        "writes_only_switch_100us",
+        "c_encode_upsert_switch_100us",
         "d_pipeline",
     }
     assert all(rate > 0 for rate in rates.values())
