@@ -236,12 +236,8 @@ def main() -> None:
         help="also measure writes and (c) with sys.setswitchinterval at this many µs",
     )
     args = parser.parse_args()
-    if (
-        min(
-            args.chunks, args.batch_size, args.writers, args.chunk_workers, *(args.switch_us or [1])
-        )
-        <= 0
-    ):
+    sizes = [args.chunks, args.batch_size, args.writers, args.chunk_workers]
+    if min(sizes + (args.switch_us or [])) <= 0:
         parser.error(
             "--chunks, --batch-size, --writers, --chunk-workers and --switch-us must be > 0"
         )
