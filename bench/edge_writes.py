@@ -13,10 +13,20 @@ b. **busy**: another thread runs Python the whole time (as a request thread, a t
    DataLoader's consumer does), at Python's default switch interval (5 ms);
 c. **busy, switch N µs**: the same with ``sys.setswitchinterval`` at N µs (``--switch-us``).
 
-Building a ``qdrant_edge.Point`` with a payload gives up the GIL about once per point, and
-getting it back from a thread busy in Python waits a whole switch interval: on the 2-core
-development machine (2026-11-27) (b) wrote ~190× slower than (a), 48 against ~9,000 points/s,
-and (c) at 100 µs 1,200-1,550 points/s. See docs/scaling.md, "GPU ingestion".
+Also measured: building the ``qdrant_edge.Point`` objects alone, with grounded's payloads and with
+the same keys valued ``None`` (``build_*`` figures, no writes).
+
+Why (b) starves: qdrant_edge converts a point's id, vectors and payload values with PyO3 enums
+that try one variant after another, and each failed try normalises a Python exception under a
+``std::sync::Once`` that PyO3 (0.23+) waits on with the GIL released. A point with grounded's
+13-key payload gives up the GIL ~154 times (8 for the named vectors, ~146 for the payload: a
+string value 10, an int 4, an empty list 14, an empty dict 18; ``None`` and booleans 0; counted
+with gdb, a breakpoint on ``PyEval_SaveThread``), and beside a thread busy in Python each release
+may wait for that thread's switch interval. On the 2-core development machine (2026-11-27) (b)
+wrote ~190× slower than (a), 48 against ~9,000 points/s, and (c) at 100 µs 1,200-1,550
+points/s; even alone, building the points with their payloads ran 4.5× slower than with the
+same keys valued ``None`` (20,079 against 89,618 points/s). See docs/scaling.md, "GPU
+ingestion".
 """
 
 from __future__ import annotations
@@ -31,8 +41,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import qdrant_edge as qe
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -42,6 +54,7 @@ from eval.datasets import load_beir  # noqa: E402
 from ingest.build import bm25_params, build_chunker, build_embedder  # noqa: E402
 from ingest.index import EdgeIndex  # noqa: E402
 from ingest.index.base import IndexPoint, Manifest  # noqa: E402
+from ingest.index.edge import _EDGE  # noqa: E402  (the vectors exactly as EdgeIndex writes them)
 from ingest.payload import chunk_payload  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
 from ingest.sparse import Bm25Encoder  # noqa: E402
@@ -108,6 +121,15 @@ def write_rate(points: list[IndexPoint], folder: Path) -> float:
     return len(points) / seconds
 
 
+def build_rate(points: list[IndexPoint], payloads: list[dict[str, Any]]) -> float:
+    """``qdrant_edge.Point`` objects built per second with these payloads, vectors as written."""
+    vectors = [_EDGE.vectors(p) for p in points]
+    started = time.perf_counter()
+    for point, vector, payload in zip(points, vectors, payloads, strict=True):
+        qe.Point(point.id, vector, payload)
+    return len(points) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,6 +156,13 @@ def main() -> None:
         for us in switches:
             with busy_thread(), harness.switch_interval(us / 1e6):
                 rates[f"c_busy_switch_{us}us"] = write_rate(points, Path(work) / f"c{us}")
+    payloads = [p.payload for p in points]
+    builds = {
+        "build_payload": build_rate(points, payloads),
+        "build_payload_keys_none": build_rate(points, [dict.fromkeys(p) for p in payloads]),
+    }
+    for name, rate in builds.items():
+        print(f"{name}: {rate:,.0f} points/s built, not written")
     base = rates["a_alone"]
     for name, rate in rates.items():
         print(f"{name}: {rate:,.0f} points/s ({rate / base:.3f} of alone)")
@@ -145,6 +174,7 @@ def main() -> None:
         "batch": BATCH,
         "points_per_s": rates,
         "ratios_to_alone": {k: round(v / base, 4) for k, v in rates.items()},
+        "points_built_per_s": builds,
     }
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")

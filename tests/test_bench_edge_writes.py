@@ -29,3 +29,5 @@ def test_edge_writes_bench_writes_every_point_in_each_phase(tmp_path: Path) -> N
     }
     assert all(rate > 0 for rate in result["points_per_s"].values())
     assert result["ratios_to_alone"]["a_alone"] == 1.0
+    assert set(result["points_built_per_s"]) == {"build_payload", "build_payload_keys_none"}
+    assert all(rate > 0 for rate in result["points_built_per_s"].values())
