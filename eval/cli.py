@@ -412,8 +412,8 @@ def compare(
 ) -> None:
     """Today's defaults against candidate settings on several sets: one table of nDCG@10,
     deltas and the mean, and the candidate the selection rule picks."""
-    from .compare import RULE, choose, compare_markdown, parse_candidate
     from .compare import compare as run_compare
+    from .compare import compare_markdown, parse_candidate, verdict
 
     try:
         # Checked before the model loads, so a typo fails at once.
@@ -444,16 +444,7 @@ def compare(
         out.print_json(json.dumps(report.to_dict()))
         return
     out.print(compare_markdown(report), markup=False)
-    chosen = choose(report)
-    out.print(f"rule: {RULE}", markup=False)
-    # The rule chooses on dev splits; on a test split the same line is a report only.
-    verdict = "chosen" if split == "dev" else f"the rule would pick (on {split}: report only)"
-    out.print(f"{verdict}: {chosen or 'none, keep the defaults'}", markup=False)
-    out.print("[low, high]: 95% bootstrap interval of the per-query difference", markup=False)
-    if chosen:
-        real = report.beyond_noise(chosen)
-        where = ", ".join(real) if real else "none: the gain is within the noise of every set"
-        out.print(f"{chosen}'s delta beyond noise on: {where}", markup=False)
+    out.print("\n".join(verdict(report, split)), markup=False)
 
 
 @app.command()

@@ -11,9 +11,10 @@ candidate, so an aggregation costs no queries.
 
 The rule (:func:`choose`): on dev splits only, the candidate with the best mean nDCG@10 across
 the sets among those that lose no more than ``tolerance`` (0.005) on any set against the
-baseline; none when no candidate beats the baseline's mean that way. Each delta comes with the
-95% bootstrap interval of the per-query difference (:mod:`eval.significance`), so a pick whose
-gain is within the noise of the sets' sizes says so.
+baseline and gain beyond noise on at least one (the 95% bootstrap interval of the per-query
+difference, :mod:`eval.significance`, lies above 0); none when no candidate beats the baseline's
+mean that way. Without that evidence a change is churn: a re-index, often more chunks, and a
+"gain" the next sample takes back.
 
 Example::
 
@@ -135,6 +136,10 @@ class CompareReport:
         """The sets on which ``label``'s delta is real at 95%: its interval excludes 0."""
         return [r.dataset for r in self.results if r.intervals[label].excludes_zero]
 
+    def gains_beyond_noise(self, label: str) -> list[str]:
+        """The sets on which ``label`` gains for real at 95%: its interval lies above 0."""
+        return [r.dataset for r in self.results if r.intervals[label].low > 0]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": METRIC,
@@ -161,6 +166,7 @@ class CompareReport:
                 c.label: round(self.mean(c.label) - self.mean(BASELINE), 4) for c in self.candidates
             },
             "chosen": choose(self),
+            "best_mean_without_evidence": choose(self, evidence=False),
             "rule": RULE,
             "beyond_noise": {c.label: self.beyond_noise(c.label) for c in self.candidates},
         }
@@ -168,16 +174,23 @@ class CompareReport:
 
 RULE = (
     f"on dev splits: the candidate with the best mean {METRIC} that loses no more than "
-    f"{TOLERANCE} on any set against the defaults; none if none beats the defaults' mean"
+    f"{TOLERANCE} on any set against the defaults and gains beyond noise (95% interval above 0) "
+    "on at least one; none if none beats the defaults' mean that way"
 )
 
 
-def choose(report: CompareReport, tolerance: float = TOLERANCE) -> str | None:
-    """The label the rule picks (module doc), or None: keep today's defaults."""
+def choose(
+    report: CompareReport, tolerance: float = TOLERANCE, *, evidence: bool = True
+) -> str | None:
+    """The label the rule picks (module doc), or None: keep today's defaults. ``evidence=False``
+    drops the beyond-noise condition: the pick the mean alone would make, to say why it was not
+    made."""
     best, best_mean = None, report.mean(BASELINE)
     for c in report.candidates:
         # Rounded deltas, the figures the table shows, so the verdict can be checked by eye.
         if any(r.delta(c.label) < -tolerance for r in report.results):
+            continue
+        if evidence and not report.gains_beyond_noise(c.label):
             continue
         mean = report.mean(c.label)
         if mean > best_mean:
@@ -298,3 +311,25 @@ def compare_markdown(report: CompareReport) -> str:
         cells += [f"{report.mean(c.label):.4f}", f"{report.mean(c.label) - base_mean:+.4f}"]
     lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def verdict(report: CompareReport, split: str) -> list[str]:
+    """What the rule makes of ``report``, in lines under the table: the rule, the pick (on a
+    dev split; elsewhere the same line is a report only) and where its deltas are real, or why
+    the best mean was not picked."""
+    chosen = choose(report)
+    head = "chosen" if split == "dev" else f"the rule would pick (on {split}: report only)"
+    lines = [
+        f"rule: {RULE}",
+        f"{head}: {chosen or 'none, keep the defaults'}",
+        "[low, high]: 95% bootstrap interval of the per-query difference",
+    ]
+    if chosen:
+        lines.append(f"{chosen}'s deltas beyond noise on: {', '.join(report.beyond_noise(chosen))}")
+    elif unproven := choose(report, evidence=False):
+        gain = report.mean(unproven) - report.mean(BASELINE)
+        lines.append(
+            f"{unproven} has the best mean ({gain:+.4f}), but its gain is within the noise of "
+            "every set"
+        )
+    return lines

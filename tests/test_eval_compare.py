@@ -19,6 +19,7 @@ from eval.compare import (
     compare,
     compare_markdown,
     parse_candidate,
+    verdict,
 )
 from eval.datasets import load_beir
 from eval.significance import Interval
@@ -59,9 +60,9 @@ def test_parse_candidate() -> None:
             parse_candidate(bad)
 
 
-def _report(scores: dict[str, dict[str, float]]) -> CompareReport:
+def _report(scores: dict[str, dict[str, float]], noise: float = 0.03) -> CompareReport:
     """Hand-made nDCG@10 per dataset: {dataset: {label: value}}; each delta's interval is the
-    delta ± 0.03."""
+    delta ± ``noise``."""
     labels = [label for label in next(iter(scores.values())) if label != BASELINE]
     results = [
         DatasetResult(
@@ -70,7 +71,7 @@ def _report(scores: dict[str, dict[str, float]]) -> CompareReport:
             10,
             {label: {"ndcg@10": v} for label, v in by_label.items()},
             {
-                label: Interval(v - by_label[BASELINE] - 0.03, v - by_label[BASELINE] + 0.03)
+                label: Interval(v - by_label[BASELINE] - noise, v - by_label[BASELINE] + noise)
                 for label, v in by_label.items()
                 if label != BASELINE
             },
@@ -94,6 +95,37 @@ def test_rule_best_mean_without_losing_more_than_tolerance() -> None:
     assert report.beyond_noise("big") == ["s1"] and report.beyond_noise("steady") == []
     assert report.to_dict()["beyond_noise"]["slight"] == ["s2"]
     assert choose(_report({"s": {BASELINE: 0.7, "worse": 0.69}})) is None
+
+
+def test_rule_wants_a_gain_beyond_noise_on_some_set() -> None:
+    scores = {
+        "s1": {BASELINE: 0.70, "everywhere": 0.725, "proven": 0.74},
+        "s2": {BASELINE: 0.50, "everywhere": 0.525, "proven": 0.496},
+    }
+    # ± 0.03: "everywhere" has the best mean (+0.025 against +0.018) but gains within noise on
+    # every set; "proven" gains beyond it on s1 and loses within the tolerance on s2
+    report = _report(scores, noise=0.03)
+    assert report.gains_beyond_noise("everywhere") == [] and report.gains_beyond_noise(
+        "proven"
+    ) == ["s1"]
+    assert choose(report) == "proven"
+    assert choose(report, evidence=False) == "everywhere"
+    # ± 0.05: nothing is proven, so the defaults stay, and the report names the unproven pick
+    report = _report(scores, noise=0.05)
+    assert choose(report) is None
+    assert report.to_dict()["best_mean_without_evidence"] == "everywhere"
+    assert verdict(report, "dev")[1:] == [
+        "chosen: none, keep the defaults",
+        "[low, high]: 95% bootstrap interval of the per-query difference",
+        "everywhere has the best mean (+0.0250), but its gain is within the noise of every set",
+    ]
+    assert verdict(_report(scores, noise=0.03), "test")[1::2] == [
+        "the rule would pick (on test: report only): proven",
+        "proven's deltas beyond noise on: s1",
+    ]
+    # a real loss is beyond noise, but it is not a gain
+    worse = _report({"s": {BASELINE: 0.7, "worse": 0.6}})
+    assert worse.beyond_noise("worse") == ["s"] and worse.gains_beyond_noise("worse") == []
 
 
 def test_table_has_one_row_per_dataset_and_the_mean() -> None:
