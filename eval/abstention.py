@@ -7,6 +7,12 @@ no retrieved chunk reaches a cosine similarity to the question. Two errors follo
   a BEIR set asked against its own corpus (each has a judged relevant document there);
 - **false answer**: a question whose answer is *not* in the corpus is answered — the same
   queries asked against *another* set's corpus (a SciFact claim against Wikipedia paragraphs).
+- **false answer, on topic** (reported, not part of the rule): the same queries against their
+  own corpus with their judged documents taken out — the answer is missing but the topic is
+  there, the hard case for a similarity floor. The judged documents' chunks are dropped from a
+  deeper result list (``top_k`` + :data:`REMOVED_MARGIN`), and the best similarity is read among
+  the ``top_k`` chunks left: the same ranking a search of a corpus without them would give, up to
+  DBSF's normalisation, which saw them.
 
 Both depend on one number per (question, corpus): the best similarity among the chunks a
 default request retrieves (``top_k`` chunks, default mode and fusion), which is what the pipeline
@@ -28,8 +34,8 @@ Example::
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,6 +49,9 @@ from .retrieval import Tick, prepare_index, query_vectors
 # No chunk at all (an empty collection, a query of stopwords): the pipeline abstains whatever
 # the floor, so it counts as below every floor.
 NO_SIMILARITY = float("-inf")
+# Extra chunks retrieved when a query's judged documents are dropped: more than the chunks of a
+# few judged documents, so top_k remain.
+REMOVED_MARGIN = 30
 
 
 def default_floors(start: float = 0.0, stop: float = 0.8, step: float = 0.025) -> list[float]:
@@ -57,10 +66,12 @@ def best_similarities(
     vectors: Mapping[str, np.ndarray] | None = None,
     top_k: int | None = None,
     tick: Tick | None = None,
+    removed: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, float]:
     """``{query_id: best cosine similarity}`` among the chunks a default request retrieves.
 
-    ``vectors``: the queries' embeddings when already computed (:func:`query_vectors`)."""
+    ``vectors``: the queries' embeddings when already computed (:func:`query_vectors`);
+    ``removed``: per query, documents read as absent from the corpus (module doc)."""
     s = pipeline.settings
     if s.abstain_min_similarity is None:
         # The retriever fills chunk similarities only when a floor is set; any value will do,
@@ -69,12 +80,16 @@ def best_similarities(
         pipeline = RagPipeline(s, pipeline.index, pipeline.embedder)
     vectors = vectors if vectors is not None else query_vectors(pipeline.embedder, queries)
     out: dict[str, float] = {}
+    k = top_k or s.top_k
     for qid, text in queries.items():
+        gone = removed.get(qid, ()) if removed is not None else ()
+        depth = k + REMOVED_MARGIN if removed is not None else k
         params = SearchParams(
-            text, collection=collection, top_k=top_k or s.top_k, mode=s.search_mode, fusion=s.fusion
+            text, collection=collection, top_k=depth, mode=s.search_mode, fusion=s.fusion
         )
         # The retriever is what RagPipeline.search runs without reranking or LLM transforms.
-        chunks = pipeline.retriever.retrieve(params, query_vector=vectors[qid]).chunks
+        found = pipeline.retriever.retrieve(params, query_vector=vectors[qid]).chunks
+        chunks = [c for c in found if c.doc_id not in gone][:k]
         sims = [c.similarity for c in chunks if c.similarity is not None]
         out[qid] = max(sims) if sims else NO_SIMILARITY
         if tick:
@@ -89,6 +104,12 @@ class FloorRates:
     false_answer: float  # macro mean over the (questions, other corpus) pairs
     per_set: dict[str, float]  # set -> false-abstention rate
     per_pair: dict[str, float]  # "questions -> corpus" -> false-answer rate
+    # set -> false-answer rate with the answer removed from its own corpus; not in the rule
+    on_topic: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def false_answer_on_topic(self) -> float | None:
+        return round(statistics.fmean(self.on_topic.values()), 4) if self.on_topic else None
 
     @property
     def total(self) -> float:
@@ -102,6 +123,8 @@ class FloorRates:
             "sum": self.total,
             "per_set_false_abstention": self.per_set,
             "per_pair_false_answer": self.per_pair,
+            "false_answer_on_topic": self.false_answer_on_topic,
+            "per_set_false_answer_on_topic": self.on_topic,
         }
 
 
@@ -110,19 +133,22 @@ def _below(sims: Sequence[float], floor: float) -> float:
     return sum(1 for v in sims if v < floor) / len(sims) if sims else 0.0
 
 
+def _answered(sims: Sequence[float], floor: float) -> float:
+    return round(1 - _below(sims, floor), 4) if sims else 0.0
+
+
 def rates(
     answerable: Mapping[str, Sequence[float]],
     unanswerable: Mapping[str, Sequence[float]],
     floors: Sequence[float],
+    on_topic: Mapping[str, Sequence[float]] | None = None,
 ) -> list[FloorRates]:
-    """The two error rates at each floor; the pipeline answers when best similarity ≥ floor."""
+    """The error rates at each floor; the pipeline answers when best similarity ≥ floor.
+    ``on_topic``: each set's similarities with its answers removed (module doc)."""
     curve = []
     for floor in floors:
         per_set = {name: round(_below(sims, floor), 4) for name, sims in answerable.items()}
-        per_pair = {
-            name: round(1 - _below(sims, floor), 4) if sims else 0.0
-            for name, sims in unanswerable.items()
-        }
+        per_pair = {name: _answered(sims, floor) for name, sims in unanswerable.items()}
         curve.append(
             FloorRates(
                 floor,
@@ -130,9 +156,22 @@ def rates(
                 round(statistics.fmean(per_pair.values()), 4) if per_pair else 0.0,
                 per_set,
                 per_pair,
+                {name: _answered(sims, floor) for name, sims in (on_topic or {}).items()},
             )
         )
     return curve
+
+
+@dataclass(frozen=True)
+class Similarities:
+    """Best similarities per question, by case (module doc)."""
+
+    answerable: dict[str, list[float]]  # set -> its questions against its own corpus
+    unanswerable: dict[str, list[float]]  # "questions -> corpus" -> against another set's
+    on_topic: dict[str, list[float]]  # set -> against its own corpus, judged documents removed
+
+    def rates(self, floors: Sequence[float]) -> list[FloorRates]:
+        return rates(self.answerable, self.unanswerable, floors, self.on_topic)
 
 
 def measure(
@@ -140,15 +179,14 @@ def measure(
     datasets: Sequence[BeirDataset],
     tick: Tick | None = None,
     index_progress: Callable[[str, int], None] | None = None,
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Best similarities of each set's queries against its own corpus (answerable) and against
-    every other set's corpus (unanswerable, keyed ``"questions -> corpus"``)."""
+) -> Similarities:
+    """Best similarities of each set's queries against its own corpus, against it without their
+    judged documents, and against every other set's corpus."""
     collections = {}
     for d in datasets:
         progress = _labelled(index_progress, d.name)
         collections[d.name], _ = prepare_index(pipeline, d, progress)
-    answerable: dict[str, list[float]] = {}
-    unanswerable: dict[str, list[float]] = {}
+    measured = Similarities({}, {}, {})
     for d in datasets:
         vectors = query_vectors(pipeline.embedder, d.queries)
         for other in datasets:
@@ -157,10 +195,15 @@ def measure(
             )
             sims = list(found.values())
             if other.name == d.name:
-                answerable[d.name] = sims
+                measured.answerable[d.name] = sims
             else:
-                unanswerable[f"{d.name} -> {other.name}"] = sims
-    return answerable, unanswerable
+                measured.unanswerable[f"{d.name} -> {other.name}"] = sims
+        judged = {qid: set(docs) for qid, docs in d.qrels.items()}
+        removed = best_similarities(
+            pipeline, d.queries, collections[d.name], vectors, tick=tick, removed=judged
+        )
+        measured.on_topic[d.name] = list(removed.values())
+    return measured
 
 
 def _labelled(
@@ -179,13 +222,15 @@ def choose_floor(curve: Sequence[FloorRates]) -> FloorRates:
 
 def curve_markdown(curve: Sequence[FloorRates], chosen: float | None = None) -> str:
     lines = [
-        "| floor | false abstention | false answer | sum |",
-        "| --- | --- | --- | --- |",
+        "| floor | false abstention | false answer | sum "
+        "| false answer, on topic (not in the rule) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for r in curve:
         mark = " ←" if chosen is not None and r.floor == chosen else ""
+        on_topic = r.false_answer_on_topic
         lines.append(
             f"| {r.floor:.3f}{mark} | {r.false_abstention:.4f} | {r.false_answer:.4f} "
-            f"| {r.total:.4f} |"
+            f"| {r.total:.4f} | {'—' if on_topic is None else f'{on_topic:.4f}'} |"
         )
     return "\n".join(lines) + "\n"

@@ -462,7 +462,7 @@ def abstention(
 ) -> None:
     """False-abstention and false-answer rates of the similarity floor over a range of floors:
     each set's queries against its own corpus (answerable) and the others' (unanswerable)."""
-    from .abstention import choose_floor, curve_markdown, default_floors, measure, rates
+    from .abstention import choose_floor, curve_markdown, default_floors, measure
 
     if len(dataset) < 2:
         err.print(
@@ -483,16 +483,15 @@ def abstention(
                     tasks[name] = progress.add_task(f"indexing {name}", total=total)
                 progress.update(tasks[name], completed=done)
 
+            # each set's questions against every corpus, and once more without their answers
             task = progress.add_task(
-                "querying", total=len(sets) * sum(len(s.queries) for s in sets)
+                "querying", total=(len(sets) + 1) * sum(len(s.queries) for s in sets)
             )
-            answerable, unanswerable = measure(
-                pipeline, sets, lambda n: progress.advance(task, n), indexed
-            )
+            measured = measure(pipeline, sets, lambda n: progress.advance(task, n), indexed)
     finally:
         pipeline.close()
     floors = sorted({*default_floors(), *(f for f in (floor, current) if f is not None)})
-    curve = rates(answerable, unanswerable, floors)
+    curve = measured.rates(floors)
     chosen = choose_floor(curve)
     at = {r.floor: r for r in curve}
     if as_json:
@@ -512,7 +511,8 @@ def abstention(
     out.print(curve_markdown(curve, chosen.floor), markup=False)
     out.print(
         f"rule: least false-abstention + false-answer; on this split it picks {chosen.floor} "
-        f"(false abstention {chosen.false_abstention:.4f}, false answer {chosen.false_answer:.4f})",
+        f"(false abstention {chosen.false_abstention:.4f}, false answer {chosen.false_answer:.4f}; "
+        f"on topic, with the answer removed, {chosen.false_answer_on_topic:.4f})",
         markup=False,
     )
     for label, value in (("requested", floor), ("current default", current)):

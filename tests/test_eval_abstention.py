@@ -3,7 +3,16 @@ pipeline's floor would see them."""
 
 from pathlib import Path
 
-from eval.abstention import NO_SIMILARITY, choose_floor, default_floors, measure, rates
+from support.cli_runner import grounded
+
+from eval.abstention import (
+    NO_SIMILARITY,
+    choose_floor,
+    curve_markdown,
+    default_floors,
+    measure,
+    rates,
+)
 from eval.beir_build import build_xquad
 from eval.datasets import load_beir
 from ingest.embedding import SentenceTransformerEmbedder
@@ -28,6 +37,20 @@ def test_rates_by_hand() -> None:
     assert high.per_set == {"a": 0.5, "b": 1.0} and high.false_answer == 0.125
     assert (mid.total, high.total) == (0.75, 0.875)
     assert choose_floor([low, mid, high]).floor == 0.4
+    assert mid.false_answer_on_topic is None and mid.to_dict()["false_answer_on_topic"] is None
+
+
+def test_on_topic_false_answers_are_reported_but_do_not_move_the_floor() -> None:
+    answerable = {"a": [0.9, 0.6], "b": [0.5, 0.5]}
+    unanswerable = {"a -> b": [0.1, 0.45], "b -> a": [0.2, 0.3]}
+    on_topic = {"a": [0.55, 0.3], "b": [0.45, 0.41, 0.2, NO_SIMILARITY]}
+    plain = rates(answerable, unanswerable, [0.0, 0.4, 0.55])
+    curve = rates(answerable, unanswerable, [0.0, 0.4, 0.55], on_topic)
+    assert [r.total for r in curve] == [r.total for r in plain]
+    assert choose_floor(curve).floor == choose_floor(plain).floor
+    assert curve[1].on_topic == {"a": 0.5, "b": 0.5} and curve[1].false_answer_on_topic == 0.5
+    assert curve[2].on_topic == {"a": 0.5, "b": 0.0} and curve[2].false_answer_on_topic == 0.25
+    assert curve_markdown(curve, 0.4).splitlines()[3].endswith("| 0.5000 |")
 
 
 def test_rule_prefers_the_lower_floor_on_a_tie() -> None:
@@ -50,7 +73,8 @@ def test_measure_matches_the_pipeline(
         Settings(data_dir=tmp_path / "data"), index=EdgeIndex(tmp_path / "data"), embedder=embedder
     )
     try:
-        answerable, unanswerable = measure(pipeline, sets)
+        measured = measure(pipeline, sets)
+        answerable, unanswerable = measured.answerable, measured.unanswerable
         assert set(answerable) == {"mini_beir", "xquad-en"}
         assert set(unanswerable) == {"mini_beir -> xquad-en", "xquad-en -> mini_beir"}
         assert [len(v) for v in answerable.values()] == [len(s.queries) for s in sets]
@@ -58,6 +82,10 @@ def test_measure_matches_the_pipeline(
         own = sum(answerable["mini_beir"]) / len(answerable["mini_beir"])
         other = sum(unanswerable["mini_beir -> xquad-en"]) / len(sets[0].queries)
         assert own > other
+        # without their judged documents the questions find less in their own corpus
+        for name, removed in measured.on_topic.items():
+            assert len(removed) == len(answerable[name])
+            assert sum(removed) < sum(answerable[name])
         # the floor the pipeline applies sees the same best similarity
         question = next(iter(sets[0].queries.values()))
         best = answerable["mini_beir"][0]
@@ -70,3 +98,26 @@ def test_measure_matches_the_pipeline(
         assert prep.answer is None
     finally:
         pipeline.close()
+
+
+def test_abstention_command_reports_the_on_topic_rate(tmp_path: Path) -> None:
+    from eval.beir_build import build_halueval
+
+    build_xquad(FIXTURES / "squad_mini.json", tmp_path / "sets")
+    build_halueval(FIXTURES / "halueval_mini.jsonl", tmp_path / "sets", rows=12)
+    proc = grounded(
+        "eval",
+        "abstention",
+        "--dataset",
+        str(tmp_path / "sets" / "xquad-en"),
+        "--dataset",
+        str(tmp_path / "sets" / "halueval-qa"),
+        "--floor",
+        "0.4",
+        data_dir=tmp_path / "data",
+    )
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| floor"))
+    assert header.endswith("| false answer, on topic (not in the rule) |")
+    words = " ".join(proc.stdout.split())  # piped output wraps at a fixed width
+    assert "on topic, with the answer removed, 0." in words
+    assert '"per_set_false_answer_on_topic": {"xquad-en":' in words
