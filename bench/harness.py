@@ -63,12 +63,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, collection: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """``grounded serve`` on ``HOST:port`` over ``data_dir``; its output goes to ``log``."""
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", HOST, "--port", str(port)]
+def start_server(
+    data_dir: Path, collection: str, port: int, log: Path, switch_us: int | None = None
+) -> subprocess.Popen[bytes]:
+    """``grounded serve`` on ``HOST:port`` over ``data_dir``; its output goes to ``log``.
+    ``switch_us``: the server's ``sys.setswitchinterval``, in µs (default: Python's 5 ms)."""
+    command = [sys.executable, "-m", "service.cli"]
+    if switch_us is not None:
+        command[1:] = ["-c", _SWITCHED_CLI, str(switch_us / 1e6)]
+    command += ["serve", "--host", HOST, "--port", str(port)]
     command += ["--data-dir", str(data_dir), "--collection", collection]
     with log.open("wb") as fh:
         return subprocess.Popen(command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+
+
+# `python -m service.cli` with the switch interval (argv[1], seconds) set first.
+_SWITCHED_CLI = (
+    "import sys; sys.setswitchinterval(float(sys.argv.pop(1))); "
+    "from service.cli import main; main()"
+)
 
 
 def wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], log: Path) -> float:

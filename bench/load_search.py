@@ -10,9 +10,10 @@ by ``--duration``; the servers are always stopped and the temporary data directo
    plus ``--distractors`` others (1,000 by default: 1,339 documents), ingested in-process.
 2. For each of ``--configs`` (``default`` = the settings as they are; otherwise
    ``BACKEND[/THREADS]``, e.g. ``onnx-int8/1`` or ``torch``, passed to the server as
-   ``GROUNDED_EMBEDDING_BACKEND`` / ``GROUNDED_EMBEDDING_THREADS``), starts ``grounded serve``
-   on a free port and runs wrk, each client one keep-alive connection sending the test queries
-   in turn (hybrid, top 10, default fusion) with no pause:
+   ``GROUNDED_EMBEDDING_BACKEND`` / ``GROUNDED_EMBEDDING_THREADS``; a suffix ``@Nus``, e.g.
+   ``default@500us``, sets the server's ``sys.setswitchinterval`` to N µs), starts ``grounded
+   serve`` on a free port and runs wrk, each client one keep-alive connection sending the test
+   queries in turn (hybrid, top 10, default fusion) with no pause:
 
    - ``1 client``: the latency of one request on an idle server;
    - ``N clients``: throughput and latency under ``--clients`` concurrent clients;
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -172,16 +174,18 @@ def prepare(data_dir: Path, dataset: BeirDataset, distractors: int) -> list[Docu
 def run_config(
     config: str, data_dir: Path, work: Path, script: Path, rest: list[Document], args: Any
 ) -> dict[str, Any]:
-    backend, _, threads = config.partition("/")
+    setting, _, switch = config.partition("@")
+    backend, _, threads = setting.partition("/")
     env = {"GROUNDED_EMBEDDING_BACKEND": backend, "GROUNDED_EMBEDDING_THREADS": threads}
     saved = {k: os.environ.get(k) for k in env}
     for key, value in env.items():
-        if config != "default" and value:
+        if setting != "default" and value:
             os.environ[key] = value
         else:
             os.environ.pop(key, None)
     port, log = harness.free_port(), work / f"server-{config.replace('/', '-')}.log"
-    server = harness.start_server(data_dir, COLLECTION, port, log)
+    switch_us = int(switch.removesuffix("us")) if switch else None
+    server = harness.start_server(data_dir, COLLECTION, port, log, switch_us)
     try:
         with httpx.Client(base_url=f"http://{harness.HOST}:{port}", timeout=30) as client:
             harness.wait_ready(client, server, log)
@@ -223,6 +227,9 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 1 <= args.duration <= 600:
         raise SystemExit("--clients must be 1..256 and --duration 1..600 seconds")
+    configs = args.configs.split(",")
+    if not all(re.fullmatch(r"[\w.-]+(/\d+)?(@[1-9]\d*us)?", c) for c in configs):
+        raise SystemExit("--configs: BACKEND[/THREADS][@Nus], comma-separated, e.g. default@500us")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
 
@@ -234,7 +241,7 @@ def main() -> None:
         script = work / "search.lua"
         write_lua(script, list(dataset.queries.values()))
         results = {}
-        for config in args.configs.split(","):
+        for config in configs:
             results[config] = row = run_config(config, work / "data", work, script, rest, args)
             print(f"{config}: {json.dumps(row)}", flush=True)
     finally:
