@@ -1,7 +1,8 @@
 """How far the similarity-floor abstention can be trusted (``grounded eval abstention``).
 
 The floor (``abstain_min_similarity``, applied in ``RagPipeline._prepare_answer``) abstains when
-no retrieved chunk reaches a cosine similarity to the question. Two errors follow from a floor:
+no retrieved chunk reaches a cosine similarity to the question. Two errors follow from a floor
+(the rule weighs them), and a third case is reported beside them:
 
 - **false abstention**: a question whose answer *is* in the corpus is refused — every query of
   a BEIR set asked against its own corpus (each has a judged relevant document there);
@@ -14,7 +15,7 @@ no retrieved chunk reaches a cosine similarity to the question. Two errors follo
   the ``top_k`` chunks left: the same ranking a search of a corpus without them would give, up to
   DBSF's normalisation, which saw them.
 
-Both depend on one number per (question, corpus): the best similarity among the chunks a
+All three depend on one number per (question, corpus): the best similarity among the chunks a
 default request retrieves (``top_k`` chunks, default mode and fusion), which is what the pipeline
 compares with the floor. It is measured once, and every floor of the curve is read off it.
 
@@ -198,7 +199,9 @@ def measure(
                 measured.answerable[d.name] = sims
             else:
                 measured.unanswerable[f"{d.name} -> {other.name}"] = sims
-        judged = {qid: set(docs) for qid, docs in d.qrels.items()}
+        judged = {
+            qid: {doc for doc, rel in docs.items() if rel > 0} for qid, docs in d.qrels.items()
+        }
         removed = best_similarities(
             pipeline, d.queries, collections[d.name], vectors, tick=tick, removed=judged
         )

@@ -28,8 +28,9 @@ def test_the_switched_cli_sets_the_interval_then_runs_grounded(tmp_path: Path) -
     assert "serve" in done.stdout  # grounded's own help followed
     server = harness.start_server(tmp_path, "docs", harness.free_port(), tmp_path / "log", 500)
     try:
-        assert server.args[1:4] == ["-c", harness._SWITCHED_CLI, "0.0005"]
-        assert server.args[4] == "serve"
+        command = server.args
+        assert isinstance(command, list)
+        assert command[1:5] == ["-c", harness._SWITCHED_CLI, "0.0005", "serve"]
     finally:
         server.kill()
         server.wait()
