@@ -3,6 +3,7 @@ pipeline's floor would see them."""
 
 from pathlib import Path
 
+from support.beir_sets import tiny_set_args
 from support.cli_runner import grounded
 
 from eval.abstention import (
@@ -101,17 +102,10 @@ def test_measure_matches_the_pipeline(
 
 
 def test_abstention_command_reports_the_on_topic_rate(tmp_path: Path) -> None:
-    from eval.beir_build import build_halueval
-
-    build_xquad(FIXTURES / "squad_mini.json", tmp_path / "sets")
-    build_halueval(FIXTURES / "halueval_mini.jsonl", tmp_path / "sets", rows=12)
     proc = grounded(
         "eval",
         "abstention",
-        "--dataset",
-        str(tmp_path / "sets" / "xquad-en"),
-        "--dataset",
-        str(tmp_path / "sets" / "halueval-qa"),
+        *tiny_set_args(tmp_path / "sets"),
         "--floor",
         "0.4",
         data_dir=tmp_path / "data",

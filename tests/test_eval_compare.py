@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.beir_sets import tiny_set_args
 from support.cli_runner import grounded
 from typer.testing import CliRunner
 
@@ -185,17 +186,10 @@ def test_compare_on_two_sets(tmp_path: Path, embedder: SentenceTransformerEmbedd
 
 
 def test_compare_command(tmp_path: Path) -> None:
-    from eval.beir_build import build_halueval, build_xquad
-
-    build_xquad(FIXTURES / "squad_mini.json", tmp_path / "sets")
-    build_halueval(FIXTURES / "halueval_mini.jsonl", tmp_path / "sets", rows=12)
     proc = grounded(
         "eval",
         "compare",
-        "--dataset",
-        str(tmp_path / "sets" / "xquad-en"),
-        "--dataset",
-        str(tmp_path / "sets" / "halueval-qa"),
+        *tiny_set_args(tmp_path / "sets"),
         "--split",
         "dev",
         "--candidate",
