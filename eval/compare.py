@@ -137,8 +137,9 @@ class CompareReport:
         return [r.dataset for r in self.results if r.intervals[label].excludes_zero]
 
     def gains_beyond_noise(self, label: str) -> list[str]:
-        """The sets on which ``label`` gains for real at 95%: its interval lies above 0."""
-        return [r.dataset for r in self.results if r.intervals[label].low > 0]
+        """The sets on which ``label`` gains for real at 95%: its interval, as the table prints
+        it (4 decimals), lies above 0."""
+        return [r.dataset for r in self.results if r.intervals[label].rounded()[0] > 0]
 
     def to_dict(self) -> dict[str, Any]:
         return {

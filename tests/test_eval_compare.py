@@ -124,6 +124,9 @@ def test_rule_wants_a_gain_beyond_noise_on_some_set() -> None:
         "the rule would pick (on test: report only): proven",
         "proven's deltas beyond noise on: s1",
     ]
+    # a lower bound that prints as +0.0000 is not a gain beyond noise
+    edge = _report({"s": {BASELINE: 0.7, "hair": 0.70003}}, noise=0.00002)
+    assert edge.results[0].intervals["hair"].low > 0 and edge.gains_beyond_noise("hair") == []
     # a real loss is beyond noise, but it is not a gain
     worse = _report({"s": {BASELINE: 0.7, "worse": 0.6}})
     assert worse.beyond_noise("worse") == ["s"] and worse.gains_beyond_noise("worse") == []
