@@ -12,8 +12,9 @@ no retrieved chunk reaches a cosine similarity to the question. Two errors follo
   own corpus with their judged documents taken out — the answer is missing but the topic is
   there, the hard case for a similarity floor. The judged documents' chunks are dropped from a
   deeper result list (``top_k`` + :data:`REMOVED_MARGIN`), and the best similarity is read among
-  the ``top_k`` chunks left: the same ranking a search of a corpus without them would give, up to
-  DBSF's normalisation, which saw them.
+  the ``top_k`` chunks left: the ranking a search of a corpus without them would give, up to
+  DBSF's normalisation and BM25's corpus statistics (IDF, average length), which still count
+  them.
 
 All three depend on one number per (question, corpus): the best similarity among the chunks a
 default request retrieves (``top_k`` chunks, default mode and fusion), which is what the pipeline

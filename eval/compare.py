@@ -141,6 +141,10 @@ class CompareReport:
         it (4 decimals), lies above 0."""
         return [r.dataset for r in self.results if r.intervals[label].rounded()[0] > 0]
 
+    def losses_beyond_noise(self, label: str) -> list[str]:
+        """The sets on which ``label`` loses for real at 95%, read the same way."""
+        return [r.dataset for r in self.results if r.intervals[label].rounded()[1] < 0]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": METRIC,
@@ -326,8 +330,15 @@ def verdict(report: CompareReport, split: str) -> list[str]:
         "[low, high]: 95% bootstrap interval of the per-query difference",
     ]
     if chosen:
-        lines.append(f"{chosen}'s deltas beyond noise on: {', '.join(report.beyond_noise(chosen))}")
-    elif unproven := choose(report, evidence=False):
+        lines.append(
+            f"{chosen} gains beyond noise on: {', '.join(report.gains_beyond_noise(chosen))}"
+        )
+        if losses := report.losses_beyond_noise(chosen):
+            lines.append(
+                f"{chosen} loses beyond noise (within the tolerance) on: {', '.join(losses)}"
+            )
+    unproven = choose(report, evidence=False)
+    if unproven and unproven != chosen:
         gain = report.mean(unproven) - report.mean(BASELINE)
         lines.append(
             f"{unproven} has the best mean ({gain:+.4f}), but its gain is within the noise of "

@@ -84,6 +84,7 @@ def test_measure_matches_the_pipeline(
         other = sum(unanswerable["mini_beir -> xquad-en"]) / len(sets[0].queries)
         assert own > other
         # without their judged documents the questions find less in their own corpus
+        assert set(measured.on_topic) == set(answerable)
         for name, removed in measured.on_topic.items():
             assert len(removed) == len(answerable[name])
             assert sum(removed) < sum(answerable[name])

@@ -120,9 +120,17 @@ def test_rule_wants_a_gain_beyond_noise_on_some_set() -> None:
         "[low, high]: 95% bootstrap interval of the per-query difference",
         "everywhere has the best mean (+0.0250), but its gain is within the noise of every set",
     ]
-    assert verdict(_report(scores, noise=0.03), "test")[1::2] == [
+    assert verdict(_report(scores, noise=0.03), "test")[1:] == [
         "the rule would pick (on test: report only): proven",
-        "proven's deltas beyond noise on: s1",
+        "[low, high]: 95% bootstrap interval of the per-query difference",
+        "proven gains beyond noise on: s1",
+        "everywhere has the best mean (+0.0250), but its gain is within the noise of every set",
+    ]
+    # a pick's real loss within the tolerance is named apart from its gains
+    mixed = _report({"s1": {BASELINE: 0.7, "x": 0.76}, "s2": {BASELINE: 0.5, "x": 0.496}}, 0.003)
+    assert verdict(mixed, "dev")[-2:] == [
+        "x gains beyond noise on: s1",
+        "x loses beyond noise (within the tolerance) on: s2",
     ]
     # a lower bound that prints as +0.0000 is not a gain beyond noise
     edge = _report({"s": {BASELINE: 0.7, "hair": 0.70003}}, noise=0.00002)
