@@ -17,9 +17,10 @@ d. **pipeline**: the real :class:`~ingest.pipeline.Ingestor` (chunking, re-inges
    embedding with :class:`~ingest.gpu_encode.FastEmbedder`, chunking in ``--chunk-workers``
    processes (``ingest_chunk_workers``).
 
-With ``--switch-us N`` the writes and (c) run again with ``sys.setswitchinterval`` at N µs: a
-writer thread building Points beside a thread busy in Python waits about one switch interval
-per point (``bench/edge_writes.py``; ``writes_only_switch_Nus``, ``c_encode_upsert_switch_Nus``).
+With ``--switch-us N`` the writes and (c) run again with ``sys.setswitchinterval`` at N µs:
+building a Qdrant Edge Point gives up the GIL ~154 times, so a writer thread beside a thread
+busy in Python keeps losing it (``bench/edge_writes.py``; ``writes_only_switch_Nus``,
+``c_encode_upsert_switch_Nus``).
 
 And the parts alone, to show which one bounds (c) and (d): **chunking** (on one core, and in
 the pool of ``--chunk-workers`` processes), **workers** (tokenization + BM25 in the worker
@@ -313,7 +314,7 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory(prefix="grounded-gpu-") as work:
         # (c) again under each --switch-us: a writer thread building Points beside a thread busy
-        # in Python waits a switch interval about once per point (bench/edge_writes.py).
+        # in Python loses the GIL ~154 times per point (bench/edge_writes.py).
         for us in [None, *(args.switch_us or [])]:
             suffix = f"_switch_{us}us" if us else ""
             with harness.switch_interval(us / 1e6 if us else None):

@@ -34,6 +34,7 @@ from ingest.build import (
 from ingest.documents import Document
 from ingest.embedding import Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestReport
+from ingest.settings import EmbeddingSettings
 from service.pipeline import RagPipeline
 from service.retrieval import RetrievalResult, SearchParams, doc_ranking
 
@@ -113,16 +114,7 @@ def document_embedder(pipeline: RagPipeline) -> Embedder:
     wanted = settings.ingest_embedding_backend
     if wanted is None or backend_on_this_device(settings, wanted) == own.backend:
         return own  # (on a GPU both are torch: no second model)
-    key = (
-        settings.embedding_model,
-        settings.ingest_embedding_backend,
-        settings.embedding_backend,
-        settings.embedding_device,
-        settings.embedding_cache_dir,
-        settings.embedding_threads,
-        settings.embedding_batch_size,
-        settings.passage_prefix,
-    )
+    key = tuple(getattr(settings, name) for name in EmbeddingSettings.model_fields)
     if key not in _DOCUMENT_EMBEDDERS:
         _DOCUMENT_EMBEDDERS[key] = build_embedder(settings, documents=True)
     return _DOCUMENT_EMBEDDERS[key]
