@@ -12,6 +12,9 @@ a. **alone**: nothing else runs (the baseline);
 b. **busy**: another thread runs Python the whole time (as a request thread, a tokenizer or a
    DataLoader's consumer does), at Python's default switch interval (5 ms);
 c. **busy, switch N µs**: the same with ``sys.setswitchinterval`` at N µs (``--switch-us``).
+d. **process**: the same writes through :class:`~ingest.index.process.ProcessIndex` (the shard
+   served from a process of its own, as ``grounded ingest`` writes on a GPU), alone and beside
+   the busy thread: the points are pickled here and built in the child.
 
 Also measured: building the ``qdrant_edge.Point`` objects alone, with grounded's payloads and with
 the same keys valued ``None`` (``build_*`` figures, no writes).
@@ -40,6 +43,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +56,10 @@ sys.path.insert(0, str(REPO))
 from bench import harness  # noqa: E402
 from eval.datasets import load_beir  # noqa: E402
 from ingest.build import bm25_params, build_chunker, build_embedder  # noqa: E402
-from ingest.index import EdgeIndex  # noqa: E402
+from ingest.index import EdgeIndex, VectorIndex  # noqa: E402
 from ingest.index.base import IndexPoint, Manifest  # noqa: E402
 from ingest.index.edge import _EDGE  # noqa: E402  (the vectors exactly as EdgeIndex writes them)
+from ingest.index.process import ProcessIndex  # noqa: E402
 from ingest.payload import chunk_payload  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
 from ingest.sparse import Bm25Encoder  # noqa: E402
@@ -107,9 +112,10 @@ def busy_thread() -> Iterator[None]:
         thread.join()
 
 
-def write_rate(points: list[IndexPoint], folder: Path) -> float:
-    """Points per second upserted into a new Edge collection, in batches of :data:`BATCH`."""
-    index = EdgeIndex(folder)
+def write_rate(points: list[IndexPoint], folder: Path, process: bool = False) -> float:
+    """Points per second upserted into a new Edge collection, in batches of :data:`BATCH`;
+    ``process``: through a :class:`ProcessIndex` (started before the clock)."""
+    index: VectorIndex = ProcessIndex(partial(EdgeIndex, folder)) if process else EdgeIndex(folder)
     settings = Settings()
     index.create_collection("w", Manifest("bench", 384, bm25_params(settings), "bench"))
     started = time.perf_counter()
@@ -156,6 +162,9 @@ def main() -> None:
         for us in switches:
             with busy_thread(), harness.switch_interval(us / 1e6):
                 rates[f"c_busy_switch_{us}us"] = write_rate(points, Path(work) / f"c{us}")
+        rates["d_process_alone"] = write_rate(points, Path(work) / "da", process=True)
+        with busy_thread():
+            rates["d_process_busy"] = write_rate(points, Path(work) / "db", process=True)
     payloads = [p.payload for p in points]
     builds = {
         "build_payload": build_rate(points, payloads),

@@ -48,6 +48,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -64,7 +65,8 @@ from ingest.chunk_pool import ChunkPool  # noqa: E402
 from ingest.documents import Document  # noqa: E402
 from ingest.embedding import resolve_model_path  # noqa: E402
 from ingest.gpu_encode import FastEmbedder, FastEncoder, length_order  # noqa: E402
-from ingest.index import EdgeIndex, IndexPoint, Manifest  # noqa: E402
+from ingest.index import EdgeIndex, IndexPoint, Manifest, VectorIndex  # noqa: E402
+from ingest.index.process import ProcessIndex  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
 from ingest.sparse import Bm25Encoder, Bm25Params, SparseVec  # noqa: E402
 
@@ -149,12 +151,20 @@ Batch = tuple[np.ndarray, np.ndarray, list[SparseVec]]
 
 
 def write_batches(
-    batches: Iterator[Batch], texts: list[str], data_dir: Path, dimension: int, writers: int
+    batches: Iterator[Batch],
+    texts: list[str],
+    data_dir: Path,
+    dimension: int,
+    writers: int,
+    process: bool,
 ) -> tuple[float, int]:
     """Seconds to write every ``(positions, vectors, bm25 vectors)`` batch (dense + BM25 +
     payload) into a new Edge collection from ``writers`` threads, while ``batches`` makes the
-    next; and the points written."""
-    index = EdgeIndex(data_dir)
+    next; and the points written. ``process``: the shard is served from a process of its own
+    (:class:`~ingest.index.process.ProcessIndex`), as ``grounded ingest`` writes on a GPU."""
+    index: VectorIndex = (
+        ProcessIndex(partial(EdgeIndex, data_dir)) if process else EdgeIndex(data_dir)
+    )
     index.create_collection(
         "gpu", Manifest("bench", dimension, Bm25Params(avg_len=AVG_LEN), "bench")
     )
@@ -210,7 +220,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=None, help="tokenizer processes")
-    parser.add_argument("--writers", type=int, default=2, help="upsert threads")
+    parser.add_argument("--writers", type=int, default=1, help="upsert threads")
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument(
         "--pipeline-chunks",
@@ -312,14 +322,23 @@ def main() -> None:
         (rows, vectors[rows], [sparse[p] for p in rows])
         for rows in (order[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size))
     ]
+    # Writes from a process of their own (as grounded ingest writes on a GPU), then from writer
+    # threads in this process, the way it wrote before, at each --switch-us too: a thread
+    # building Points beside one busy in Python loses the GIL ~154 times per point
+    # (bench/edge_writes.py).
+    variants = [("", True, None), ("_in_process", False, None)] + [
+        (f"_in_process_switch_{us}us", False, us) for us in args.switch_us or []
+    ]
     with tempfile.TemporaryDirectory(prefix="grounded-gpu-") as work:
-        # (c) again under each --switch-us: a writer thread building Points beside a thread busy
-        # in Python loses the GIL ~154 times per point (bench/edge_writes.py).
-        for us in [None, *(args.switch_us or [])]:
-            suffix = f"_switch_{us}us" if us else ""
+        for suffix, process, us in variants:
             with harness.switch_interval(us / 1e6 if us else None):
                 seconds, written = write_batches(
-                    iter(batches), texts, Path(work) / f"w{suffix}", encoder.dimension, args.writers
+                    iter(batches),
+                    texts,
+                    Path(work) / f"w{suffix}",
+                    encoder.dimension,
+                    args.writers,
+                    process,
                 )
                 phase(f"writes_only{suffix}", written, seconds)
                 seconds, written = write_batches(
@@ -328,13 +347,14 @@ def main() -> None:
                     Path(work) / f"c{suffix}",
                     encoder.dimension,
                     args.writers,
+                    process,
                 )
                 phase(f"c_encode_upsert{suffix}", written, seconds)
         if args.pipeline_chunks:
             embedder = FastEmbedder(
                 args.model, model, batch_size=args.batch_size, workers=args.workers
             )
-            index = EdgeIndex(Path(work) / "d")
+            index = ProcessIndex(partial(EdgeIndex, Path(work) / "d"))
             report = build_ingestor(settings, index, embedder, "gpu").ingest(docs)
             index.close()
             phase("d_pipeline", report.chunks_written, report.seconds)

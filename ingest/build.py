@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from functools import partial
 
 from .chunking import TokenChunker
 from .embedding import Embedder, EmbeddingCacheError, SentenceTransformerEmbedder, cached_export
-from .index import VectorIndex
+from .index import EdgeIndex, IndexTuning, VectorIndex, open_index
+from .index.process import ProcessIndex
 from .pipeline import Ingestor
 from .settings import Settings
 from .sparse import Bm25Params
@@ -111,3 +114,17 @@ def build_ingestor(
         max_metadata_bytes=settings.max_metadata_bytes,
         chunk_workers=settings.ingest_chunk_workers,
     )
+
+
+def open_ingest_index(settings: Settings, embedder: SentenceTransformerEmbedder) -> VectorIndex:
+    """The index a bulk ingest writes: :func:`~ingest.index.open_index`'s, served from a process
+    of its own (:class:`~ingest.index.process.ProcessIndex`) when ``ingest_index_process`` says
+    so for an embedded collection."""
+    wanted = settings.ingest_index_process
+    if settings.qdrant_url or wanted == "off" or (wanted == "auto" and not embedder.on_gpu):
+        return open_index(settings)
+    # A daemonic process (a Celery prefork worker) may not start processes of its own.
+    if multiprocessing.current_process().daemon:
+        logger.warning("ingest_index_process ignored: this process is a daemon")
+        return open_index(settings)
+    return ProcessIndex(partial(EdgeIndex, settings.data_dir, IndexTuning.from_settings(settings)))

@@ -182,6 +182,11 @@ class SentenceTransformerEmbedder:
     def tokenizer(self) -> Any:
         return self._exported.tokenizer if self._exported else self._model.tokenizer
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether documents are embedded on a GPU (by :class:`~ingest.gpu_encode.FastEncoder`)."""
+        return self._fast is not None
+
     def embed_documents(self, texts: list[str]) -> np.ndarray:
         if self.passage_prefix:
             texts = [self.passage_prefix + t for t in texts]

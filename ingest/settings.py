@@ -342,7 +342,16 @@ class IngestSettings(Concern):
         0,
         ge=0,
         description="Processes that chunk each ingest batch; 0 = the ingesting process. For "
-        "bulk ingests on a GPU, where one core's chunking (~200-300 chunks/s) is the bottleneck.",
+        "bulk ingests on a GPU, where one core's chunking (~2,700-3,000 chunks/s) is the "
+        "bottleneck.",
+    )
+    ingest_index_process: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="`grounded ingest` writes an embedded (Qdrant Edge) collection from a "
+        "process of its own: building Edge points gives up the GIL ~154 times each, so beside a "
+        "thread that feeds a GPU they are written ~100x slower (docs/scaling.md, 'GPU "
+        "ingestion'). auto = when the embedding model runs on a GPU. Not used with a Qdrant "
+        "server, nor in a daemonic process (a Celery worker).",
     )
     max_document_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="UTF-8 bytes of one document's text (API and CLI)."

@@ -140,11 +140,10 @@ def _target(settings: Settings, collection: str, server: str | None) -> Iterator
         if server:
             yield RemoteIngestTarget(GroundedClient(server), collection)
         else:
-            from ingest.build import build_embedder, build_ingestor
-            from ingest.index import open_index
+            from ingest.build import build_embedder, build_ingestor, open_ingest_index
 
-            index = open_index(settings)
             embedder = build_embedder(settings, documents=True)
+            index = open_ingest_index(settings, embedder)
             yield build_ingestor(settings, index, embedder, collection)
     except (IndexProblem, ServiceError) as exc:
         raise fail(str(exc)) from None

@@ -7,6 +7,7 @@ mode, and ``embedder`` is the real all-MiniLM-L6-v2 from the offline package.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from support.redis_server import redis_server
 from ingest.build import build_embedder, prepare_exports
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex, VectorIndex
+from ingest.index.process import ProcessIndex
 from ingest.index.server import ServerIndex
 from ingest.settings import Settings
 
@@ -50,12 +52,15 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data")
 
 
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=["edge", "server", "process"])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
-    """The same tests run against Qdrant Edge and qdrant-client (local mode)."""
+    """The same tests run against Qdrant Edge, qdrant-client (local mode), and Qdrant Edge
+    served from a process of its own (:class:`~ingest.index.process.ProcessIndex`)."""
     idx: VectorIndex
     if request.param == "edge":
         idx = EdgeIndex(tmp_path / "edge-data")
+    elif request.param == "process":
+        idx = ProcessIndex(partial(EdgeIndex, tmp_path / "edge-data"))
     else:
         idx = ServerIndex(QdrantClient(":memory:"))
     yield idx

@@ -26,6 +26,8 @@ def test_edge_writes_bench_writes_every_point_in_each_phase(tmp_path: Path) -> N
         "b_busy",
         "c_busy_switch_100us",
         "c_busy_switch_1000us",
+        "d_process_alone",
+        "d_process_busy",
     }
     assert all(rate > 0 for rate in result["points_per_s"].values())
     assert result["ratios_to_alone"]["a_alone"] == 1.0

@@ -16,6 +16,7 @@ from ingest.doctor import examine, repair
 from ingest.documents import Document, point_id
 from ingest.embedding import Embedder, SentenceTransformerEmbedder
 from ingest.index import EdgeIndex, FieldFilter, IndexPoint, SearchQuery, VectorIndex
+from ingest.index.process import ProcessIndex
 from ingest.settings import Settings
 from ingest.sparse import Bm25Encoder
 
@@ -162,7 +163,7 @@ def test_metadata_past_the_engine_limit(
 
     report = examine(index, "kb")
     assert report.points == chunks + 1 and not report.healthy
-    if isinstance(index, EdgeIndex):
+    if isinstance(index, EdgeIndex | ProcessIndex):  # the fixture's ProcessIndex serves Edge
         assert (report.unreadable, report.malformed) == ([deep.id], {})
         with pytest.raises(Exception, match="recursion limit"):
             _search(index, embedder, "stray chunk")  # unfiltered: reaches the deep point

@@ -165,8 +165,10 @@ def test_gpu_ingest_bench_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
         "encode_only",
         "writes_only",
         "c_encode_upsert",
-        "writes_only_switch_100us",
-        "c_encode_upsert_switch_100us",
+        "writes_only_in_process",
+        "c_encode_upsert_in_process",
+        "writes_only_in_process_switch_100us",
+        "c_encode_upsert_in_process_switch_100us",
         "d_pipeline",
     }
     assert all(rate > 0 for rate in rates.values())

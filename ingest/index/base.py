@@ -53,6 +53,9 @@ class CollectionNotFound(IndexProblem):
         super().__init__(f"collection {name!r} does not exist")
         self.name = name
 
+    def __reduce__(self) -> tuple[type, tuple[str]]:  # raised again across a process (ProcessIndex)
+        return type(self), (self.name,)
+
 
 class IncompatibleCollection(IndexProblem):
     """The collection was built with another embedding model or dimension."""

@@ -64,7 +64,11 @@ class DataDirLocked(IndexProblem):
             "running, go through it: `grounded ingest ... --server http://HOST:PORT` (or "
             "`grounded search ... --server ...`); otherwise stop that process first."
         )
+        self.data_dir = data_dir
         self.owner = owner
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:  # raised again across a process
+        return type(self), (self.data_dir, self.owner)
 
 
 class DataDirLock:

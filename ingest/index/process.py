@@ -1,0 +1,222 @@
+"""A :class:`~ingest.index.base.VectorIndex` run in a process of its own.
+
+Why: qdrant_edge builds each point with PyO3 conversions that give up the GIL ~154 times
+(docs/scaling.md, "GPU ingestion"), so a writer thread in the process that feeds a GPU loses the
+GIL to that busy thread at every release and writes ~100× slower than alone. In a process of its
+own, the shard's points are built beside nothing: the ingest pipeline's writer thread only
+pickles its points and waits on a pipe, which releases the GIL.
+
+Every call is forwarded in order over one pipe and answered before the next is sent, so the
+index behaves exactly as the one it wraps (tests/test_process_index.py); an exception raised in
+the child is raised again here. The child owns the data directory's lock for as long as it runs,
+and exits, flushing its shards, when :meth:`close` is called or this process goes away.
+
+Example::
+
+    index = ProcessIndex(functools.partial(EdgeIndex, Path("data"), tuning))
+    index.upsert("docs", points)   # built and written in the child
+    index.close()
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
+
+from ..names import DEFAULT_TENANT
+from .base import DocState, Hit, IndexPoint, IndexProblem, Manifest, SearchQuery, VectorIndex
+
+_ENTER_BULK = "_enter_bulk"
+_EXIT_BULK = "_exit_bulk"
+
+
+class ProcessIndex:
+    """The index ``open_index()`` returns, opened and served in a spawned child process.
+
+    ``open_index`` must be picklable (a module-level function or a ``functools.partial`` of
+    one): the child calls it once. Calls may come from several threads; they are served one at
+    a time.
+    """
+
+    def __init__(self, open_index: Callable[[], VectorIndex]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(open_index, child), name="grounded-index", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            with self._lock:
+                self._answer()  # the child's index is open, or why not is raised here
+        except BaseException:
+            self._conn.close()
+            self._process.join(5)
+            raise
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the index process is closed")
+            try:
+                self._conn.send((name, args))
+            except (BrokenPipeError, ConnectionResetError):
+                self._gone()
+            return self._answer()
+
+    def _answer(self) -> Any:
+        try:
+            ok, value = self._conn.recv()
+        except (EOFError, ConnectionResetError):
+            self._gone()
+        if not ok:
+            raise value
+        return value
+
+    def _gone(self) -> NoReturn:
+        self._closed = True
+        self._process.join(5)
+        raise RuntimeError(f"the index process exited (exit code {self._process.exitcode})")
+
+    # VectorIndex -------------------------------------------------------------------------
+    def list_collections(self) -> list[str]:
+        return self._call("list_collections")
+
+    def manifest(self, collection: str) -> Manifest | None:
+        return self._call("manifest", collection)
+
+    def create_collection(self, collection: str, manifest: Manifest) -> None:
+        self._call("create_collection", collection, manifest)
+
+    def drop_collection(self, collection: str) -> None:
+        self._call("drop_collection", collection)
+
+    def upsert(self, collection: str, points: Sequence[IndexPoint]) -> None:
+        self._call("upsert", collection, list(points))
+
+    def delete_documents(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> None:
+        self._call("delete_documents", collection, list(doc_ids), tenant)
+
+    def delete_stale_chunks(
+        self, collection: str, current: Mapping[str, str], tenant: str = DEFAULT_TENANT
+    ) -> None:
+        self._call("delete_stale_chunks", collection, dict(current), tenant)
+
+    def document_states(
+        self, collection: str, doc_ids: Sequence[str], tenant: str = DEFAULT_TENANT
+    ) -> dict[str, DocState]:
+        return self._call("document_states", collection, list(doc_ids), tenant)
+
+    def document_sources(self, collection: str, tenant: str = DEFAULT_TENANT) -> dict[str, str]:
+        return self._call("document_sources", collection, tenant)
+
+    def count(self, collection: str, tenant: str | None = None) -> int:
+        return self._call("count", collection, tenant)
+
+    def search(self, collection: str, query: SearchQuery) -> list[Hit]:
+        return self._call("search", collection, query)
+
+    def point_ids(self, collection: str) -> list[str]:
+        return self._call("point_ids", collection)
+
+    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self._call("payloads", collection, list(ids))
+
+    def delete_points(self, collection: str, ids: Sequence[str]) -> None:
+        self._call("delete_points", collection, list(ids))
+
+    def set_tenant(self, collection: str, ids: Sequence[str], tenant: str) -> None:
+        self._call("set_tenant", collection, list(ids), tenant)
+
+    def scroll_points(
+        self, collection: str, offset: str | None = None, limit: int = 256
+    ) -> tuple[list[IndexPoint], str | None]:
+        return self._call("scroll_points", collection, offset, limit)
+
+    @contextmanager
+    def bulk_load(self, collection: str) -> Iterator[None]:
+        self._call(_ENTER_BULK, collection)
+        try:
+            yield
+        finally:
+            self._call(_EXIT_BULK, collection)
+
+    def flush(self, collection: str) -> None:
+        self._call("flush", collection)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._call("close")
+        finally:
+            self._closed = True
+            self._conn.close()
+            self._process.join(30)
+
+
+def _serve(open_index: Callable[[], VectorIndex], conn: Connection) -> None:
+    """The child: open the index, answer calls until ``close`` or until the parent is gone."""
+    # Ctrl-C reaches the whole process group: the parent handles it and closes us in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        index = open_index()
+    except Exception as exc:
+        conn.send((False, _portable(exc)))
+        return
+    conn.send((True, None))
+    bulk: dict[str, ExitStack] = {}
+
+    def shut() -> None:
+        for stack in bulk.values():
+            stack.close()
+        bulk.clear()
+        index.close()
+
+    while True:
+        try:
+            name, args = conn.recv()
+        except EOFError:  # the parent went away without close(): keep what was written
+            shut()
+            return
+        try:
+            if name == "close":
+                shut()
+                value = None
+            elif name == _ENTER_BULK:
+                bulk.setdefault(args[0], ExitStack()).enter_context(index.bulk_load(args[0]))
+                value = None
+            elif name == _EXIT_BULK:
+                bulk.pop(args[0]).close()
+                value = None
+            else:
+                value = getattr(index, name)(*args)
+        except Exception as exc:
+            conn.send((False, _portable(exc)))
+        else:
+            conn.send((True, value))
+        if name == "close":
+            return
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling whole, else an exception of the nearest kind that does:
+    the parent raises it again, so a user still reads the child's message."""
+    try:
+        copy = pickle.loads(pickle.dumps(exc))
+        if type(copy) is type(exc) and str(copy) == str(exc):
+            return exc
+    except Exception:
+        pass
+    kind = IndexProblem if isinstance(exc, IndexProblem) else RuntimeError
+    return kind(str(exc))
