@@ -161,9 +161,10 @@ class Ingestor:
             points the re-ingest checks, stale-chunk removal and deletes can touch.
         max_metadata_depth, max_metadata_bytes: documents whose metadata Qdrant could not store
             or return are skipped (reported), never written.
-        chunk_workers: processes that chunk each batch (:class:`~ingest.chunk_pool.ChunkPool`);
-            0 chunks in this process. Worth it only when the embedder outruns one core's
-            chunking (a GPU), and only for large ingests: the pool starts in ~seconds.
+        chunk_workers: processes that chunk each batch and encode its BM25 vectors
+            (:class:`~ingest.chunk_pool.ChunkPool`); 0 does both in this process. Worth it
+            only when the embedder outruns one core's chunking (a GPU), and only for large
+            ingests: the pool starts in ~seconds.
     """
 
     def __init__(
@@ -199,14 +200,14 @@ class Ingestor:
         self._sparse: Bm25Encoder | None = None
 
     # collection --------------------------------------------------------------------------
-    def _ensure_collection(self, first_chunks: Sequence[Chunk]) -> Bm25Encoder:
+    def _ensure_collection(self, first_texts: Sequence[str]) -> Bm25Encoder:
         if self._sparse is not None:
             return self._sparse
         manifest = self.index.manifest(self.collection)
         if manifest is None:
             avg_len = (
-                measure_avg_len([c.embed_text for c in first_chunks], self.bm25.language)
-                if self.measure_bm25_length and first_chunks
+                measure_avg_len(list(first_texts), self.bm25.language)
+                if self.measure_bm25_length and first_texts
                 else self.bm25.avg_len
             )
             params = Bm25Params(self.bm25.k1, self.bm25.b, avg_len, self.bm25.language)
@@ -238,19 +239,19 @@ class Ingestor:
         queued: tuple[Ingestor._Plan, np.ndarray, int, int] | None = None
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="grounded-writer") as writer,
-            self._chunking() as chunk_many,
+            self._workers() as pool,
         ):
             for batch in batched(documents, self.batch_docs, BATCH_MAX_CHARS):
-                plan = self._plan(batch, report, chunk_many)
-                pending = self._submit(writer, queued, progress) if queued else None
-                vectors = self.embedder.embed_documents([c.embed_text for c, _, _ in plan.chunks])
+                plan = self._plan(batch, report, pool)
+                pending = self._submit(writer, queued, pool, progress) if queued else None
+                vectors = self.embedder.embed_documents(plan.texts)
                 if pending is not None:
                     pending.result()
                 done_docs += len(batch)
                 report.chunks_written += len(plan.chunks)
                 queued = (plan, vectors, done_docs, report.chunks_written)
             if queued is not None:
-                self._submit(writer, queued, progress).result()
+                self._submit(writer, queued, pool, progress).result()
         if self.index.manifest(self.collection) is not None:
             self.index.flush(self.collection)
         report.seconds = time.perf_counter() - started
@@ -260,11 +261,12 @@ class Ingestor:
         self,
         writer: ThreadPoolExecutor,
         queued: tuple[Ingestor._Plan, np.ndarray, int, int],
+        pool: ChunkPool | None,
         progress: ProgressFn | None,
     ) -> Future[int]:
         plan, vectors, done_docs, done_chunks = queued
-        sparse = self._ensure_collection([c for c, _, _ in plan.chunks])
-        future = writer.submit(self._write, plan, vectors, sparse)
+        sparse = self._ensure_collection(plan.texts)
+        future = writer.submit(self._write, plan, vectors, sparse, pool)
         if progress:
             future.add_done_callback(lambda _f: progress(done_docs, done_chunks))
         return future
@@ -273,6 +275,7 @@ class Ingestor:
     class _Plan:
         chunks: list[tuple[Chunk, str, int]]  # (chunk, doc_hash, chunk_count)
         current: dict[str, str]  # doc_id -> new hash, for docs being (re)written
+        texts: list[str] = field(default_factory=list)  # each chunk's embed_text, made once
 
     def _problem(self, doc: Document) -> str | None:
         """Why ``doc`` cannot be written, or None."""
@@ -287,22 +290,22 @@ class Ingestor:
         return None
 
     @contextmanager
-    def _chunking(self) -> Iterator[Callable[[list[Document]], list[list[Chunk]]]]:
-        """What chunks a batch's documents: a process pool, or this process."""
+    def _workers(self) -> Iterator[ChunkPool | None]:
+        """The processes that chunk and BM25-encode each batch, or None: this process does."""
         # A daemonic process (a Celery prefork worker) may not start processes of its own.
         if not self.chunk_workers or multiprocessing.current_process().daemon:
             if self.chunk_workers:
                 log.warning("ingest_chunk_workers ignored: this process is a daemon")
-            yield lambda docs: [self.chunker.chunk(doc) for doc in docs]
+            yield None
             return
         with ChunkPool(self.chunker, self.chunk_workers) as pool:
-            yield pool.chunk_many
+            yield pool
 
     def _plan(
         self,
         batch: list[Document],
         report: IngestReport,
-        chunk_many: Callable[[list[Document]], list[list[Chunk]]],
+        pool: ChunkPool | None,
     ) -> Ingestor._Plan:
         valid = []
         for doc in batch:
@@ -326,7 +329,9 @@ class Ingestor:
             else:
                 todo.append((doc, state))
         plan = Ingestor._Plan([], {})
-        for (doc, state), chunks in zip(todo, chunk_many([d for d, _ in todo]), strict=True):
+        docs = [d for d, _ in todo]
+        per_doc = pool.chunk_many(docs) if pool else [self.chunker.chunk(d) for d in docs]
+        for (doc, state), chunks in zip(todo, per_doc, strict=True):
             doc_hash = hashes[doc.id]
             if not chunks:
                 report.skipped.append(Skipped(doc.id, "empty document: no chunks"))
@@ -337,17 +342,31 @@ class Ingestor:
                 report.updated += 1
             plan.current[doc.id] = doc_hash
             plan.chunks.extend((c, doc_hash, len(chunks)) for c in chunks)
+        plan.texts = [c.embed_text for c, _, _ in plan.chunks]
         return plan
 
-    def _write(self, plan: Ingestor._Plan, vectors: np.ndarray, sparse: Bm25Encoder) -> int:
+    def _write(
+        self,
+        plan: Ingestor._Plan,
+        vectors: np.ndarray,
+        sparse: Bm25Encoder,
+        pool: ChunkPool | None,
+    ) -> int:
+        bm25 = (
+            pool.bm25_many(sparse.params, plan.texts)
+            if pool
+            else sparse.embed_documents(plan.texts)
+        )
         points = [
             IndexPoint(
                 point_id(chunk.doc_id, chunk.chunk_index, self.tenant),
                 vector,
-                sparse.embed_document(chunk.embed_text),
+                bm25_vector,
                 chunk_payload(chunk, doc_hash, count, self.tenant),
             )
-            for (chunk, doc_hash, count), vector in zip(plan.chunks, vectors, strict=True)
+            for (chunk, doc_hash, count), vector, bm25_vector in zip(
+                plan.chunks, vectors, bm25, strict=True
+            )
         ]
         for start in range(0, len(points), 512):
             self.index.upsert(self.collection, points[start : start + 512])

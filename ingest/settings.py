@@ -341,9 +341,9 @@ class IngestSettings(Concern):
     ingest_chunk_workers: int = Field(
         0,
         ge=0,
-        description="Processes that chunk each ingest batch; 0 = the ingesting process. For "
-        "bulk ingests on a GPU, where one core's chunking (~2,700-3,000 chunks/s) is the "
-        "bottleneck.",
+        description="Processes that chunk each ingest batch and encode its BM25 vectors; 0 = "
+        "the ingesting process. For bulk ingests on a GPU, where one core's chunking "
+        "(~2,700-3,000 chunks/s) is the bottleneck.",
     )
     ingest_index_process: Literal["auto", "on", "off"] = Field(
         "auto",

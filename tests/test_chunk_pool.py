@@ -14,6 +14,7 @@ from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import EdgeIndex
 from ingest.pipeline import Ingestor
 from ingest.settings import Settings
+from ingest.sparse import Bm25Encoder, Bm25Params
 
 DOCS = [
     Document("intro", "# Intro\nGrounded answers from your documents. It cites them.\n" * 30),
@@ -35,14 +36,32 @@ def test_pool_chunks_equal_in_process_chunks(embedder: SentenceTransformerEmbedd
     assert sum(map(len, expected)) > len(DOCS)  # many-chunk documents were in the set
 
 
+def test_pool_bm25_vectors_equal_in_process_ones(embedder: SentenceTransformerEmbedder) -> None:
+    chunker = build_chunker(Settings(chunk_size=64, chunk_overlap=16), embedder)
+    texts = [c.embed_text for doc in DOCS for c in chunker.chunk(doc)]
+    params = [Bm25Params(avg_len=40), Bm25Params(k1=1.2, b=0.75, avg_len=90)]
+    with ChunkPool(chunker, workers=2) as pool:
+        for p in params:  # each worker keeps an encoder per collection's parameters
+            assert pool.bm25_many(p, texts) == Bm25Encoder(p).embed_documents(texts)
+        assert pool.bm25_many(params[0], texts[:1]) == Bm25Encoder(params[0]).embed_documents(
+            texts[:1]
+        )
+        assert pool.bm25_many(params[0], []) == []
+    assert len(texts) > 8 * 2  # several tasks per worker
+
+
 def test_bad_worker_count_is_refused(embedder: SentenceTransformerEmbedder) -> None:
     with pytest.raises(ValueError, match="workers"):
         ChunkPool(build_chunker(Settings(), embedder), workers=0)
 
 
-def _points(index: EdgeIndex, collection: str) -> dict[str, dict[str, object]]:
-    ids = index.point_ids(collection)
-    return index.payloads(collection, ids)
+def _points(index: EdgeIndex, collection: str) -> dict[str, tuple[object, ...]]:
+    """Every point's payload and BM25 vector, by id."""
+    points, offset = index.scroll_points(collection, limit=10_000)
+    assert offset is None
+    return {
+        p.id: (p.payload, p.sparse.indices, [round(v, 5) for v in p.sparse.values]) for p in points
+    }
 
 
 def test_ingest_with_chunk_workers_writes_the_same_points(
