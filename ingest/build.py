@@ -7,7 +7,13 @@ import multiprocessing
 from functools import partial
 
 from .chunking import TokenChunker
-from .embedding import Embedder, EmbeddingCacheError, SentenceTransformerEmbedder, cached_export
+from .embedding import (
+    Embedder,
+    EmbeddingCacheError,
+    SentenceTransformerEmbedder,
+    cached_export,
+    on_gpu,
+)
 from .index import EdgeIndex, IndexTuning, VectorIndex, open_index
 from .index.process import ProcessIndex
 from .pipeline import Ingestor
@@ -112,16 +118,28 @@ def build_ingestor(
         tenant=tenant or settings.tenant,
         max_metadata_depth=settings.max_metadata_depth,
         max_metadata_bytes=settings.max_metadata_bytes,
-        chunk_workers=settings.ingest_chunk_workers,
+        chunk_workers=chunk_workers(settings, embedder),
     )
 
 
-def open_ingest_index(settings: Settings, embedder: SentenceTransformerEmbedder) -> VectorIndex:
+def chunk_workers(settings: Settings, embedder: Embedder) -> int:
+    """``ingest_chunk_workers``; unset, as many as a GPU's tokenizers (one core's chunking keeps
+    a GPU waiting) when documents are embedded on one by a process that may start processes."""
+    if settings.ingest_chunk_workers is not None:
+        return settings.ingest_chunk_workers
+    if on_gpu(embedder) and not multiprocessing.current_process().daemon:
+        from .gpu_encode import gpu_helper_processes
+
+        return gpu_helper_processes()
+    return 0
+
+
+def open_ingest_index(settings: Settings, embedder: Embedder) -> VectorIndex:
     """The index a bulk ingest writes: :func:`~ingest.index.open_index`'s, served from a process
     of its own (:class:`~ingest.index.process.ProcessIndex`) when ``ingest_index_process`` says
     so for an embedded collection."""
     wanted = settings.ingest_index_process
-    if settings.qdrant_url or wanted == "off" or (wanted == "auto" and not embedder.on_gpu):
+    if settings.qdrant_url or wanted == "off" or (wanted == "auto" and not on_gpu(embedder)):
         return open_index(settings)
     # A daemonic process (a Celery prefork worker) may not start processes of its own.
     if multiprocessing.current_process().daemon:

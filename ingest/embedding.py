@@ -72,6 +72,12 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> np.ndarray: ...
 
 
+def on_gpu(embedder: Embedder) -> bool:
+    """Whether ``embedder`` embeds documents on a GPU. Embedders that do not say (test doubles,
+    a judge's, a bench's stand-in) run on CPU."""
+    return bool(getattr(embedder, "on_gpu", False))
+
+
 class ExportRefused(ValueError):
     """An export whose vectors stray from the model's own; remembered in the cache, so it is not
     made and refused again."""

@@ -76,6 +76,12 @@ def _unbatched(item: Any) -> Any:
     return item
 
 
+def gpu_helper_processes() -> int:
+    """Processes that prepare work for a GPU (tokenizers here; chunkers in the ingest pipeline):
+    half the CPU cores, at most 8, leaving the rest to the process that feeds it."""
+    return min(8, max(1, (os.cpu_count() or 1) // 2))
+
+
 class FastEncoder:
     """Length-sorted, worker-tokenized, fp16-on-CUDA encoding of many texts with one model.
 
@@ -111,7 +117,7 @@ class FastEncoder:
         self.device = torch.device(model.device)
         self.cuda = self.device.type == "cuda"
         self.batch_size = batch_size
-        default_workers = min(8, max(1, (os.cpu_count() or 1) // 2)) if self.cuda else 0
+        default_workers = gpu_helper_processes() if self.cuda else 0
         self.workers = default_workers if workers is None else workers
         self.fp16 = bool(self.cuda if fp16 is None else fp16) and self.cuda
         self.prefetch = prefetch
@@ -205,6 +211,10 @@ class FastEmbedder:
     @property
     def tokenizer(self) -> Any:
         return self.encoder.model.tokenizer
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.encoder.cuda
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
         if self.passage_prefix:

@@ -338,12 +338,13 @@ class IngestSettings(Concern):
     title = "Ingest"
 
     ingest_batch_docs: int = Field(256, gt=0, description="Documents per embed/upsert batch.")
-    ingest_chunk_workers: int = Field(
-        0,
+    ingest_chunk_workers: int | None = Field(
+        None,
         ge=0,
         description="Processes that chunk each ingest batch and encode its BM25 vectors; 0 = "
         "the ingesting process. For bulk ingests on a GPU, where one core's chunking "
-        "(~2,700-3,000 chunks/s) is the bottleneck.",
+        "(~2,700-3,000 chunks/s) is the bottleneck. Unset = half the CPU cores (at most 8) when "
+        "the embedding model runs on a GPU, else 0.",
     )
     ingest_index_process: Literal["auto", "on", "off"] = Field(
         "auto",

@@ -4,13 +4,15 @@ the chunker in-process, and an ingest with ``chunk_workers`` writes the same poi
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from ingest.build import build_chunker, build_ingestor
+from ingest.build import build_chunker, build_ingestor, chunk_workers
 from ingest.chunk_pool import ChunkPool
 from ingest.documents import Document
 from ingest.embedding import SentenceTransformerEmbedder
+from ingest.gpu_encode import gpu_helper_processes
 from ingest.index import EdgeIndex
 from ingest.pipeline import Ingestor
 from ingest.settings import Settings
@@ -92,6 +94,20 @@ def test_ingest_with_chunk_workers_writes_the_same_points(
     assert first.added == len(DOCS) - 1
     assert [s.doc_id for s in first.skipped] == [s.doc_id for s in second.skipped] == ["blank"]
     assert payloads[0] == payloads[2] and len(payloads[0]) == first.chunks_written
+
+
+def test_chunk_workers_default_to_the_gpu_helpers_on_a_gpu_only(
+    embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_a_gpu = SimpleNamespace(on_gpu=True)
+    assert chunk_workers(Settings(), on_a_gpu) == gpu_helper_processes() >= 1
+    assert chunk_workers(Settings(ingest_chunk_workers=0), on_a_gpu) == 0
+    assert chunk_workers(Settings(), embedder) == 0  # on CPU
+    assert chunk_workers(Settings(ingest_chunk_workers=3), embedder) == 3
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+    assert chunk_workers(Settings(), on_a_gpu) == 0
 
 
 def test_negative_chunk_workers_are_refused(

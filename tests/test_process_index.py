@@ -130,6 +130,10 @@ def test_ingest_writes_from_a_process_when_settings_ask(
         index = opened(setting)
         assert type(index) is kind
         index.close()
+    on_a_gpu = SimpleNamespace(on_gpu=True)  # what decides is the embedder's on_gpu
+    index = open_ingest_index(Settings(data_dir=tmp_path / "gpu"), on_a_gpu)
+    assert type(index) is ProcessIndex
+    index.close()
     # A daemonic process (a Celery prefork worker) may not start one.
     monkeypatch.setattr(
         ingest.build.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True)
