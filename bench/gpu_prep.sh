@@ -9,6 +9,8 @@
 #   xz -d .gpu/model/model.safetensors.xz .gpu/scifact/corpus.jsonl.xz
 #   PYTHONPATH=/tmp/site python3 bench/gpu_ingest.py --model .gpu/model --dataset .gpu/scifact \
 #       --chunks 50000 --batch-size 1024 --skip-plain --pipeline-chunks 5000 --switch-us 100
+#   PYTHONPATH=/tmp/site python3 bench/ingest_no_model.py --model .gpu/model \
+#       --dataset .gpu/scifact --chunk-workers 8    # the pipeline around the model, that CPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -99,6 +99,7 @@ def main() -> None:
     )
     parser.add_argument("--chunk-workers", type=int, default=2)
     parser.add_argument("--feed-us", type=float, default=69.0, help="0 leaves the feed out")
+    parser.add_argument("--model", default="all-MiniLM-L6-v2", help="whose tokenizer chunks")
     parser.add_argument(
         "--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact"
     )
@@ -112,7 +113,10 @@ def main() -> None:
         (doc if i < len(corpus) else replace(doc, id=f"{doc.id}~{i // len(corpus)}"))
         for i, doc in zip(range(args.docs), itertools.cycle(corpus))
     ]
-    real = build_embedder(Settings())
+    # Only its tokenizer and window are used: on CPU, whatever the machine has.
+    real = build_embedder(
+        Settings(embedding_model=args.model, embedding_device="cpu", embedding_backend="torch")
+    )
     feeds = [0.0, args.feed_us] if args.feed_us else [0.0]
     print(f"machine: {harness.machine()}\n{len(docs)} documents of {args.dataset.name}")
     rates: dict[str, float] = {}
