@@ -11,16 +11,19 @@ b. **plain encode**: ``SentenceTransformer.encode`` in fp32, the way ingest embe
    (``--skip-plain`` leaves it out);
 c. **encode + upsert**: :class:`~ingest.gpu_encode.FastEncoder` (fp16, length-sorted batches,
    tokenized, and BM25-encoded, in DataLoader workers) with upserts into an embedded Qdrant Edge
-   collection in writer threads, overlapped with the next batch's embedding;
+   collection overlapped with the next batch's embedding, written from a process of its own
+   (:class:`~ingest.index.process.ProcessIndex`, as ``grounded ingest`` writes on a GPU:
+   ``c_encode_upsert``) and, as before, from ``--writers`` threads in this process
+   (``c_encode_upsert_in_process``; with a ProcessIndex more writer threads only queue);
 d. **pipeline**: the real :class:`~ingest.pipeline.Ingestor` (chunking, re-ingest checks, BM25,
    upserts overlapped with embedding) over about ``--pipeline-chunks`` chunks' documents,
-   embedding with :class:`~ingest.gpu_encode.FastEmbedder`, chunking in ``--chunk-workers``
-   processes (``ingest_chunk_workers``).
+   embedding with :class:`~ingest.gpu_encode.FastEmbedder`, chunking and BM25-encoding in
+   ``--chunk-workers`` processes (``ingest_chunk_workers``), writing through a ProcessIndex.
 
-With ``--switch-us N`` the writes and (c) run again with ``sys.setswitchinterval`` at N µs:
-building a Qdrant Edge Point gives up the GIL ~154 times, so a writer thread beside a thread
-busy in Python keeps losing it (``bench/edge_writes.py``; ``writes_only_switch_Nus``,
-``c_encode_upsert_switch_Nus``).
+With ``--switch-us N`` the in-process writes and (c) run again with ``sys.setswitchinterval`` at
+N µs: building a Qdrant Edge Point gives up the GIL ~154 times, so a writer thread beside a
+thread busy in Python keeps losing it (``bench/edge_writes.py``;
+``writes_only_in_process_switch_Nus``, ``c_encode_upsert_in_process_switch_Nus``).
 
 And the parts alone, to show which one bounds (c) and (d): **chunking** (on one core, and in
 the pool of ``--chunk-workers`` processes), **workers** (tokenization + BM25 in the worker
@@ -28,8 +31,9 @@ processes, no model), **encode** (FastEncoder without BM25 or writes), **writes*
 and embeddings made beforehand, upserts only).
 
 Measured on one H100 (2026-11-27, 100,000 chunks, batch 1024, 4 tokenizer workers, before BM25
-moved into the workers): ceiling 14,421 chunks/s; plain fp32 encode 964/s (0.067); encode +
-upsert 2,264/s (0.157); the pipeline did not finish 20,000 chunks in the ~100 s left: one
+moved into the workers and before the writes had a process of their own, so (c) was what is now
+``c_encode_upsert_in_process``): ceiling 14,421 chunks/s; plain fp32 encode 964/s (0.067);
+encode + upsert 2,264/s (0.157); the pipeline did not finish 20,000 chunks in the ~100 s left: one
 Xeon core chunks ~210 chunks/s. See docs/scaling.md, "GPU ingestion".
 
 It prints chunks/s of each and the ratios to (a). Goal: (c) >= 70% of (a), >= 20,000 chunks/s on

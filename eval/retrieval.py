@@ -91,7 +91,7 @@ def index_corpus(
     document embedder `grounded ingest` would use."""
     collection = collection_for(name, path, pipeline)
     ingestor = build_ingestor(
-        pipeline.settings, pipeline.index, document_embedder(pipeline), collection
+        pipeline.settings, pipeline.index, document_embedder(pipeline), collection, bulk=True
     )
     return collection, ingestor.ingest(corpus, progress)
 

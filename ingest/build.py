@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from functools import partial
 
+from .chunk_pool import may_start_processes
 from .chunking import TokenChunker
 from .embedding import (
     Embedder,
@@ -14,7 +14,7 @@ from .embedding import (
     cached_export,
     on_gpu,
 )
-from .index import EdgeIndex, IndexTuning, VectorIndex, open_index
+from .index import VectorIndex, open_index
 from .index.process import ProcessIndex
 from .pipeline import Ingestor
 from .settings import Settings
@@ -106,7 +106,12 @@ def build_ingestor(
     embedder: Embedder,
     collection: str | None = None,
     tenant: str | None = None,
+    *,
+    bulk: bool = False,
 ) -> Ingestor:
+    """The ingest pipeline. ``bulk``: it ingests whole corpora (``grounded ingest``, eval's
+    indexes), so on a GPU an unset ``ingest_chunk_workers`` starts chunk workers; the service's
+    per-request and per-task ingests never do (each ingest would start a pool of its own)."""
     return Ingestor(
         index,
         embedder,
@@ -118,31 +123,34 @@ def build_ingestor(
         tenant=tenant or settings.tenant,
         max_metadata_depth=settings.max_metadata_depth,
         max_metadata_bytes=settings.max_metadata_bytes,
-        chunk_workers=chunk_workers(settings, embedder),
+        chunk_workers=chunk_workers(settings, embedder, bulk=bulk),
     )
 
 
-def chunk_workers(settings: Settings, embedder: Embedder) -> int:
-    """``ingest_chunk_workers``; unset, as many as a GPU's tokenizers (one core's chunking keeps
-    a GPU waiting) when documents are embedded on one by a process that may start processes."""
+def chunk_workers(settings: Settings, embedder: Embedder, *, bulk: bool) -> int:
+    """``ingest_chunk_workers``; unset, on a bulk ingest that embeds on a GPU in a process that
+    may start processes, as many as the GPU's tokenizers (one core's chunking keeps a GPU
+    waiting), else 0."""
     if settings.ingest_chunk_workers is not None:
         return settings.ingest_chunk_workers
-    if on_gpu(embedder) and not multiprocessing.current_process().daemon:
+    if bulk and on_gpu(embedder) and may_start_processes():
         from .gpu_encode import gpu_helper_processes
 
         return gpu_helper_processes()
     return 0
 
 
-def open_ingest_index(settings: Settings, embedder: Embedder) -> VectorIndex:
-    """The index a bulk ingest writes: :func:`~ingest.index.open_index`'s, served from a process
-    of its own (:class:`~ingest.index.process.ProcessIndex`) when ``ingest_index_process`` says
-    so for an embedded collection."""
+def open_ingest_index(settings: Settings, embedder: Embedder, index: VectorIndex) -> VectorIndex:
+    """The index a bulk ingest writes: ``index`` (:func:`~ingest.index.open_index`'s, opened
+    before the model loads so that a data directory in use fails at once), or, when
+    ``ingest_index_process`` says so for an embedded collection, the same one served from a
+    process of its own (:class:`~ingest.index.process.ProcessIndex`): ``index`` is closed and
+    its data directory's lock passes to the child."""
     wanted = settings.ingest_index_process
     if settings.qdrant_url or wanted == "off" or (wanted == "auto" and not on_gpu(embedder)):
-        return open_index(settings)
-    # A daemonic process (a Celery prefork worker) may not start processes of its own.
-    if multiprocessing.current_process().daemon:
+        return index
+    if not may_start_processes():
         logger.warning("ingest_index_process ignored: this process is a daemon")
-        return open_index(settings)
-    return ProcessIndex(partial(EdgeIndex, settings.data_dir, IndexTuning.from_settings(settings)))
+        return index
+    index.close()
+    return ProcessIndex(partial(open_index, settings))

@@ -52,6 +52,12 @@ def _bm25(task: tuple[Bm25Params, list[str]]) -> list[SparseVec]:
     return _encoders[params].embed_documents(texts)
 
 
+def may_start_processes() -> bool:
+    """False in a daemonic process (a Celery prefork worker), which may not start processes of
+    its own."""
+    return not multiprocessing.current_process().daemon
+
+
 class ChunkPool:
     """``workers`` processes that chunk documents with (a pickled copy of) ``chunker``.
 

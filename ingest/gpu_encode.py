@@ -77,8 +77,11 @@ def _unbatched(item: Any) -> Any:
 
 
 def gpu_helper_processes() -> int:
-    """Processes that prepare work for a GPU (tokenizers here; chunkers in the ingest pipeline):
-    half the CPU cores, at most 8, leaving the rest to the process that feeds it."""
+    """Processes of one kind that prepare work for a GPU: half the CPU cores, at most 8. Both
+    :class:`FastEncoder`'s tokenizers and a bulk ingest's chunkers take this many, so with the
+    feeding process (and the index's, on an embedded collection) a bulk ingest runs slightly
+    more processes than cores; the tokenizers wait while the GPU runs, the chunkers between
+    batches."""
     return min(8, max(1, (os.cpu_count() or 1) // 2))
 
 

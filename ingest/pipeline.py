@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .chunk_pool import ChunkPool
+from .chunk_pool import ChunkPool, may_start_processes
 from .chunking import Chunker
 from .documents import (
     MAX_METADATA_BYTES,
@@ -237,9 +236,10 @@ class Ingestor:
         # Batch N is written while batch N+1 is embedded. Index reads (the plan) happen only
         # while no write is in flight: qdrant-client's local mode is not thread-safe.
         queued: tuple[Ingestor._Plan, np.ndarray, int, int] | None = None
+        # The pool is entered first, so it closes last: the writer drains into it on the way out.
         with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="grounded-writer") as writer,
             self._workers() as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="grounded-writer") as writer,
         ):
             for batch in batched(documents, self.batch_docs, BATCH_MAX_CHARS):
                 plan = self._plan(batch, report, pool)
@@ -292,8 +292,7 @@ class Ingestor:
     @contextmanager
     def _workers(self) -> Iterator[ChunkPool | None]:
         """The processes that chunk and BM25-encode each batch, or None: this process does."""
-        # A daemonic process (a Celery prefork worker) may not start processes of its own.
-        if not self.chunk_workers or multiprocessing.current_process().daemon:
+        if not self.chunk_workers or not may_start_processes():
             if self.chunk_workers:
                 log.warning("ingest_chunk_workers ignored: this process is a daemon")
             yield None

@@ -343,8 +343,9 @@ class IngestSettings(Concern):
         ge=0,
         description="Processes that chunk each ingest batch and encode its BM25 vectors; 0 = "
         "the ingesting process. For bulk ingests on a GPU, where one core's chunking "
-        "(~2,700-3,000 chunks/s) is the bottleneck. Unset = half the CPU cores (at most 8) when "
-        "the embedding model runs on a GPU, else 0.",
+        "(~2,700-3,000 chunks/s) is the bottleneck. Unset = half the CPU cores (at most 8) for "
+        "a bulk ingest (`grounded ingest`, eval's indexes) whose model runs on a GPU, else 0 "
+        "(the service's ingests, CPU, daemonic processes).",
     )
     ingest_index_process: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -352,7 +353,7 @@ class IngestSettings(Concern):
         "process of its own: building Edge points gives up the GIL ~154 times each, so beside a "
         "thread that feeds a GPU they are written ~100x slower (docs/scaling.md, 'GPU "
         "ingestion'). auto = when the embedding model runs on a GPU. Not used with a Qdrant "
-        "server, nor in a daemonic process (a Celery worker).",
+        "server.",
     )
     max_document_bytes: int = Field(
         4 * 1024 * 1024, gt=0, description="UTF-8 bytes of one document's text (API and CLI)."

@@ -141,10 +141,12 @@ def _target(settings: Settings, collection: str, server: str | None) -> Iterator
             yield RemoteIngestTarget(GroundedClient(server), collection)
         else:
             from ingest.build import build_embedder, build_ingestor, open_ingest_index
+            from ingest.index import open_index
 
+            index = open_index(settings)  # a data directory in use fails before the model loads
             embedder = build_embedder(settings, documents=True)
-            index = open_ingest_index(settings, embedder)
-            yield build_ingestor(settings, index, embedder, collection)
+            index = open_ingest_index(settings, embedder, index)
+            yield build_ingestor(settings, index, embedder, collection, bulk=True)
     except (IndexProblem, ServiceError) as exc:
         raise fail(str(exc)) from None
     finally:

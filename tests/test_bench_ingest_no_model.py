@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/datasets/scifact")
 def test_every_configuration_writes_every_chunk(tmp_path: Path) -> None:
     command = [sys.executable, str(REPO / "bench" / "ingest_no_model.py"), "--docs", "30"]

@@ -96,18 +96,20 @@ def test_ingest_with_chunk_workers_writes_the_same_points(
     assert payloads[0] == payloads[2] and len(payloads[0]) == first.chunks_written
 
 
-def test_chunk_workers_default_to_the_gpu_helpers_on_a_gpu_only(
+def test_chunk_workers_default_to_the_gpu_helpers_on_a_gpu_bulk_ingest_only(
     embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     on_a_gpu = SimpleNamespace(on_gpu=True)
-    assert chunk_workers(Settings(), on_a_gpu) == gpu_helper_processes() >= 1
-    assert chunk_workers(Settings(ingest_chunk_workers=0), on_a_gpu) == 0
-    assert chunk_workers(Settings(), embedder) == 0  # on CPU
-    assert chunk_workers(Settings(ingest_chunk_workers=3), embedder) == 3
+    assert chunk_workers(Settings(), on_a_gpu, bulk=True) == gpu_helper_processes() >= 1
+    # The service's per-request and per-task ingests would each start a pool: never by default.
+    assert chunk_workers(Settings(), on_a_gpu, bulk=False) == 0
+    assert chunk_workers(Settings(ingest_chunk_workers=0), on_a_gpu, bulk=True) == 0
+    assert chunk_workers(Settings(), embedder, bulk=True) == 0  # on CPU
+    assert chunk_workers(Settings(ingest_chunk_workers=3), embedder, bulk=False) == 3
     import multiprocessing
 
     monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
-    assert chunk_workers(Settings(), on_a_gpu) == 0
+    assert chunk_workers(Settings(), on_a_gpu, bulk=True) == 0
 
 
 def test_negative_chunk_workers_are_refused(

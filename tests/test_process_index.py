@@ -6,6 +6,9 @@ away, and when ``grounded ingest`` uses it."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import signal
+import time
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import ingest.build
 from ingest.build import open_ingest_index
 from ingest.embedding import SentenceTransformerEmbedder
 from ingest.index import (
@@ -24,8 +26,9 @@ from ingest.index import (
     IndexPoint,
     IndexProblem,
     Manifest,
+    open_index,
 )
-from ingest.index.process import ProcessIndex
+from ingest.index.process import IndexProcessGone, ProcessIndex
 from ingest.settings import Settings
 from ingest.sparse import Bm25Params, SparseVec
 
@@ -43,6 +46,10 @@ class _RefusingIndex(EdgeIndex):
 
     def point_ids(self, collection: str) -> list[str]:
         raise IndexProblem("a problem meant for the user")
+
+    def flush(self, collection: str) -> None:
+        time.sleep(1.5)  # long enough to be cut short
+        super().flush(collection)
 
 
 def _points(n: int) -> list[IndexPoint]:
@@ -75,8 +82,9 @@ def test_errors_cross_the_process_boundary_with_their_kind_and_message(tmp_path:
             pass
         _fill(index)
         # An exception pickle cannot rebuild arrives as the nearest kind, message intact.
-        with pytest.raises(RuntimeError, match=r"the engine said no \(code 7\)"):
+        with pytest.raises(RuntimeError, match=r"the engine said no \(code 7\)") as picky:
             index.count("c")
+        assert "in count" in str(picky.value.__cause__)  # the child's traceback comes along
         with pytest.raises(IndexProblem, match="a problem meant for the user"):
             index.point_ids("c")
         assert len(index.payloads("c", [p.id for p in _points(3)])) == 3  # still serving
@@ -96,11 +104,51 @@ def test_a_child_that_dies_is_reported_not_waited_for(tmp_path: Path) -> None:
     index = ProcessIndex(partial(EdgeIndex, tmp_path / "data"))
     _fill(index)
     index._process.kill()
-    with pytest.raises(RuntimeError, match="the index process exited"):
+    with pytest.raises(IndexProcessGone, match="the index process exited"):
         index.count("c")
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(IndexProcessGone, match="closed"):
         index.count("c")
     index.close()  # nothing left to close: no error, no wait
+
+
+def test_a_call_cut_short_ends_the_connection_and_the_child_closes_in_order(
+    tmp_path: Path,
+) -> None:
+    index = ProcessIndex(partial(_RefusingIndex, tmp_path / "data"))
+    _fill(index, 30)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            index.flush("c")  # 1.5 s in the child: Ctrl-C arrives while this waits
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # The unread answer must not become the next call's: the connection is over.
+    with pytest.raises(IndexProcessGone, match="closed"):
+        index.list_collections()
+    index.close()  # waits for the child to finish and close the index
+    assert index._process.exitcode == 0
+    reopened = EdgeIndex(tmp_path / "data")
+    assert reopened.count("c") == 30
+    reopened.close()
+
+
+def test_nested_bulk_loads_of_one_collection(tmp_path: Path) -> None:
+    index = ProcessIndex(partial(EdgeIndex, tmp_path / "data"))
+    try:
+        _fill(index, 10)
+        with index.bulk_load("c"), index.bulk_load("c"):
+            index.upsert("c", _points(12))
+        with index.bulk_load("c"):
+            pass
+        assert index.count("c") == 12
+    finally:
+        index.close()
 
 
 def test_a_parent_that_goes_away_leaves_what_was_written(tmp_path: Path) -> None:
@@ -120,24 +168,21 @@ def test_ingest_writes_from_a_process_when_settings_ask(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def opened(setting: str) -> Any:
-        return open_ingest_index(
-            Settings(data_dir=tmp_path / setting, ingest_index_process=setting), embedder
-        )
+    def opened(setting: str, on: Any = embedder) -> Any:
+        settings = Settings(data_dir=tmp_path / setting, ingest_index_process=setting)
+        return open_ingest_index(settings, on, open_index(settings))
 
     assert not embedder.on_gpu  # so "auto" keeps the writes in this process
     for setting, kind in (("auto", EdgeIndex), ("off", EdgeIndex), ("on", ProcessIndex)):
         index = opened(setting)
         assert type(index) is kind
         index.close()
-    on_a_gpu = SimpleNamespace(on_gpu=True)  # what decides is the embedder's on_gpu
-    index = open_ingest_index(Settings(data_dir=tmp_path / "gpu"), on_a_gpu)
+    index = opened("auto", SimpleNamespace(on_gpu=True))  # what decides is the embedder's on_gpu
     assert type(index) is ProcessIndex
+    assert index.list_collections() == []  # the in-process index handed its lock to the child
     index.close()
     # A daemonic process (a Celery prefork worker) may not start one.
-    monkeypatch.setattr(
-        ingest.build.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True)
-    )
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
     with caplog.at_level(logging.WARNING):
         index = opened("on")
     assert type(index) is EdgeIndex and "ingest_index_process ignored" in caplog.text

