@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import pickle
 import signal
 import time
 from functools import partial
@@ -87,6 +88,9 @@ def test_errors_cross_the_process_boundary_with_their_kind_and_message(tmp_path:
         assert "in count" in str(picky.value.__cause__)  # the child's traceback comes along
         with pytest.raises(IndexProblem, match="a problem meant for the user"):
             index.point_ids("c")
+        # An argument that does not pickle fails here, before anything is sent.
+        with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+            index.delete_points("c", [lambda: "id"])  # type: ignore[list-item]
         assert len(index.payloads("c", [p.id for p in _points(3)])) == 3  # still serving
     finally:
         index.close()

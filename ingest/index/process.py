@@ -86,10 +86,15 @@ class ProcessIndex:
         with self._lock:
             if self._closed:
                 raise IndexProcessGone("the index process is closed")
+            # Pickled first: an argument that does not pickle fails here, with nothing sent.
+            call = pickle.dumps((name, args), protocol=pickle.HIGHEST_PROTOCOL)
             try:
-                self._conn.send((name, args))
+                self._conn.send_bytes(call)
             except (BrokenPipeError, ConnectionResetError):
                 self._gone()
+            except BaseException:  # cut short mid-send: the child would read half a call
+                self._end(5)
+                raise
             return self._answer()
 
     def _answer(self) -> Any:
@@ -219,7 +224,8 @@ def _serve(open_index: Callable[[], VectorIndex], conn: Connection) -> None:
     while True:
         try:
             name, args = conn.recv()
-        except EOFError:  # the parent went away, or cut a call short: keep what was written
+        except (EOFError, OSError, pickle.UnpicklingError):
+            # The parent went away, or cut a call short: keep what was written.
             shut()
             return
         try:
