@@ -1,25 +1,17 @@
 """``bench/edge_writes.py`` runs end to end on a few points (its figures are the bench's, not
 asserted here: speed is never a test)."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+from support.bench_runner import SCIFACT, run_bench
 
 
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/datasets/scifact")
 def test_edge_writes_bench_writes_every_point_in_each_phase(tmp_path: Path) -> None:
-    command = [sys.executable, str(REPO / "bench" / "edge_writes.py"), "--points", "48"]
-    command += ["--switch-us", "100", "--switch-us", "1000", "--out", str(tmp_path)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (result_file,) = tmp_path.glob("edge_writes-*.json")
-    result = json.loads(result_file.read_text())
+    result = run_bench(
+        "edge_writes", "--points", "48", "--switch-us", "100", "--switch-us", "1000", out=tmp_path
+    )
     assert result["points"] == 48
     assert set(result["points_per_s"]) == {
         "a_alone",

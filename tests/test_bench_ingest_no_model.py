@@ -1,26 +1,17 @@
 """``bench/ingest_no_model.py`` runs end to end on a few documents (its figures are the
 bench's, not asserted here: speed is never a test)."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+from support.bench_runner import SCIFACT, run_bench
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/datasets/scifact")
 def test_every_configuration_writes_every_chunk(tmp_path: Path) -> None:
-    command = [sys.executable, str(REPO / "bench" / "ingest_no_model.py"), "--docs", "30"]
-    command += ["--chunk-workers", "1", "--feed-us", "5", "--out", str(tmp_path)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (result_file,) = tmp_path.glob("ingest_no_model-*.json")
-    result = json.loads(result_file.read_text())
+    args = ("--docs", "30", "--chunk-workers", "1", "--feed-us", "5")
+    result = run_bench("ingest_no_model", *args, out=tmp_path)
     assert result["documents"] == 30 and result["chunks"] >= 30
     names = {
         f"writes_{writes}_chunk_workers_{workers}_feed_{feed}us"

@@ -4,15 +4,13 @@ bench/gpu_ingest.py end to end with a tiny batch."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
+from support.bench_runner import SCIFACT, run_bench
 
 from ingest.build import build_chunker, build_ingestor
 from ingest.documents import Document
@@ -21,9 +19,6 @@ from ingest.gpu_encode import FastEmbedder, FastEncoder, length_order
 from ingest.index import EdgeIndex, SearchQuery
 from ingest.settings import Settings
 from ingest.sparse import Bm25Encoder
-
-REPO = Path(__file__).resolve().parents[1]
-SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
 
 # Lengths from one word to past the model's 256-token window, with a duplicate and an empty
 # text, in no order: length sorting must not leak into the result's order.
@@ -146,14 +141,9 @@ def test_the_pipeline_ingests_with_the_fast_embedder(
 @pytest.mark.slow
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/datasets/scifact")
 def test_gpu_ingest_bench_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
-    command = [sys.executable, str(REPO / "bench" / "gpu_ingest.py"), "--device", "cpu"]
-    command += ["--chunks", "24", "--batch-size", "8", "--pipeline-chunks", "12"]
-    command += ["--chunk-workers", "2", "--switch-us", "100"]
-    command += ["--out", str(tmp_path)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (result_file,) = tmp_path.glob("gpu_ingest-*.json")
-    result = json.loads(result_file.read_text())
+    args = ["--device", "cpu", "--chunks", "24", "--batch-size", "8", "--pipeline-chunks", "12"]
+    args += ["--chunk-workers", "2", "--switch-us", "100"]
+    result = run_bench("gpu_ingest", *args, out=tmp_path)
     assert result["chunks"] == 24 and result["fp16"] is False
     rates = result["chunks_per_s"]
     assert set(rates) == {
