@@ -43,7 +43,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,8 @@ sys.path.insert(0, str(REPO))
 from bench import harness  # noqa: E402
 from eval.datasets import load_beir  # noqa: E402
 from ingest.build import bm25_params, build_chunker, build_embedder  # noqa: E402
-from ingest.index import EdgeIndex, VectorIndex  # noqa: E402
 from ingest.index.base import IndexPoint, Manifest  # noqa: E402
 from ingest.index.edge import _EDGE  # noqa: E402  (the vectors exactly as EdgeIndex writes them)
-from ingest.index.process import ProcessIndex  # noqa: E402
 from ingest.payload import chunk_payload  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
 from ingest.sparse import Bm25Encoder  # noqa: E402
@@ -115,7 +112,7 @@ def busy_thread() -> Iterator[None]:
 def write_rate(points: list[IndexPoint], folder: Path, process: bool = False) -> float:
     """Points per second upserted into a new Edge collection, in batches of :data:`BATCH`;
     ``process``: through a :class:`ProcessIndex` (started before the clock)."""
-    index: VectorIndex = ProcessIndex(partial(EdgeIndex, folder)) if process else EdgeIndex(folder)
+    index = harness.edge_index(folder, process)
     settings = Settings()
     index.create_collection("w", Manifest("bench", 384, bm25_params(settings), "bench"))
     started = time.perf_counter()

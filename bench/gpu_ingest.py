@@ -52,7 +52,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -69,8 +68,7 @@ from ingest.chunk_pool import ChunkPool  # noqa: E402
 from ingest.documents import Document  # noqa: E402
 from ingest.embedding import resolve_model_path  # noqa: E402
 from ingest.gpu_encode import FastEmbedder, FastEncoder, length_order  # noqa: E402
-from ingest.index import EdgeIndex, IndexPoint, Manifest, VectorIndex  # noqa: E402
-from ingest.index.process import ProcessIndex  # noqa: E402
+from ingest.index import IndexPoint, Manifest  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
 from ingest.sparse import Bm25Encoder, Bm25Params, SparseVec  # noqa: E402
 
@@ -166,9 +164,7 @@ def write_batches(
     payload) into a new Edge collection from ``writers`` threads, while ``batches`` makes the
     next; and the points written. ``process``: the shard is served from a process of its own
     (:class:`~ingest.index.process.ProcessIndex`), as ``grounded ingest`` writes on a GPU."""
-    index: VectorIndex = (
-        ProcessIndex(partial(EdgeIndex, data_dir)) if process else EdgeIndex(data_dir)
-    )
+    index = harness.edge_index(data_dir, process)
     index.create_collection(
         "gpu", Manifest("bench", dimension, Bm25Params(avg_len=AVG_LEN), "bench")
     )
@@ -358,7 +354,7 @@ def main() -> None:
             embedder = FastEmbedder(
                 args.model, model, batch_size=args.batch_size, workers=args.workers
             )
-            index = ProcessIndex(partial(EdgeIndex, Path(work) / "d"))
+            index = harness.edge_index(Path(work) / "d", process=True)
             report = build_ingestor(settings, index, embedder, "gpu").ingest(docs)
             index.close()
             phase("d_pipeline", report.chunks_written, report.seconds)

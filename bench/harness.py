@@ -23,9 +23,14 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from ingest.index import VectorIndex
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -122,3 +127,13 @@ def switch_interval(seconds: float | None) -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(previous)
+
+
+def edge_index(folder: Path, process: bool) -> VectorIndex:
+    """An embedded Qdrant Edge index in ``folder``: in this process, or served from a process
+    of its own (:class:`~ingest.index.process.ProcessIndex`, as ``grounded ingest`` writes on a
+    GPU)."""
+    from ingest.index import EdgeIndex
+    from ingest.index.process import ProcessIndex
+
+    return ProcessIndex(partial(EdgeIndex, folder)) if process else EdgeIndex(folder)

@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,6 @@ sys.path.insert(0, str(REPO))
 from bench import harness  # noqa: E402
 from eval.datasets import load_beir  # noqa: E402
 from ingest.build import build_embedder, build_ingestor  # noqa: E402
-from ingest.index import EdgeIndex, VectorIndex  # noqa: E402
-from ingest.index.process import ProcessIndex  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
 
 
@@ -135,9 +132,7 @@ def main() -> None:
                 f"_chunk_workers_{workers}_feed_{feed:g}us"
             )
             folder = Path(work) / str(n)
-            index: VectorIndex = (
-                ProcessIndex(partial(EdgeIndex, folder)) if process else EdgeIndex(folder)
-            )
+            index = harness.edge_index(folder, process)
             settings = Settings(data_dir=folder, ingest_chunk_workers=workers)
             graph = Stopwatch(index.flush)
             index.flush = graph  # type: ignore[method-assign]

@@ -81,18 +81,20 @@ class ChunkPool:
         """Each document's chunks, in the order of ``docs``."""
         if not docs:
             return []
-        # A few tasks per worker: big enough to amortise the pickling, small enough to balance.
-        size = max(1, len(docs) // (4 * self.workers))
-        return list(self._pool.map(_chunk, docs, chunksize=size))
+        return list(self._pool.map(_chunk, docs, chunksize=self._task_size(len(docs))))
 
     def bm25_many(self, params: Bm25Params, texts: Sequence[str]) -> list[SparseVec]:
         """The BM25 vectors of ``texts`` with ``params``, in order:
         ``Bm25Encoder(params).embed_documents(texts)``, encoded in the workers."""
         if not texts:
             return []
-        size = -(-len(texts) // (4 * self.workers))
+        size = self._task_size(len(texts))
         tasks = [(params, list(texts[i : i + size])) for i in range(0, len(texts), size)]
         return [vec for part in self._pool.map(_bm25, tasks) for vec in part]
+
+    def _task_size(self, items: int) -> int:
+        # A few tasks per worker: big enough to amortise the pickling, small enough to balance.
+        return max(1, -(-items // (4 * self.workers)))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
