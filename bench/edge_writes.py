@@ -22,9 +22,10 @@ the same keys valued ``None`` (``build_*`` figures, no writes).
 Why (b) starves: qdrant_edge converts a point's id, vectors and payload values with PyO3 enums
 that try one variant after another, and each failed try normalises a Python exception under a
 ``std::sync::Once`` that PyO3 (0.23+) waits on with the GIL released. A point with grounded's
-13-key payload gives up the GIL ~154 times (8 for the named vectors, ~146 for the payload: a
-string value 10, an int 4, an empty list 14 plus 4 per int in it, an empty dict 18; ``None`` and
-booleans 0; counted with gdb, a breakpoint on ``PyEval_SaveThread``), and beside a thread busy
+payload gives up the GIL ~94 times (8 for the named vectors, ~86 for the payload: a string value
+10, an int 4, a list 14 plus 4 per int in it, a dict 18; ``None`` and booleans 0; counted with
+gdb, a breakpoint on ``PyEval_SaveThread``; ~154 before the payload left out empty ``headings``
+and ``metadata`` and stored sentence starts as one string, 2026-11-28), and beside a thread busy
 in Python each release may wait for that thread's switch interval. On the 2-core development
 machine (2026-11-27, three runs) (b) wrote 100-190× slower than (a), 48-61 against 6,200-9,000
 points/s, and (c) at 100 µs 1,200-1,550 points/s; even alone, building the points with their

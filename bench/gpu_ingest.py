@@ -21,7 +21,7 @@ d. **pipeline**: the real :class:`~ingest.pipeline.Ingestor` (chunking, re-inges
    ``--chunk-workers`` processes (``ingest_chunk_workers``), writing through a ProcessIndex.
 
 With ``--switch-us N`` the in-process writes and (c) run again with ``sys.setswitchinterval`` at
-N µs: building a Qdrant Edge Point gives up the GIL ~154 times, so a writer thread beside a
+N µs: building a Qdrant Edge Point gives up the GIL ~94 times, so a writer thread beside a
 thread busy in Python keeps losing it (``bench/edge_writes.py``;
 ``writes_only_in_process_switch_Nus``, ``c_encode_upsert_in_process_switch_Nus``).
 
@@ -324,7 +324,7 @@ def main() -> None:
     ]
     # Writes from a process of their own (as grounded ingest writes on a GPU), then from writer
     # threads in this process, the way it wrote before, at each --switch-us too: a thread
-    # building Points beside one busy in Python loses the GIL ~154 times per point
+    # building Points beside one busy in Python loses the GIL ~94 times per point
     # (bench/edge_writes.py).
     variants = [("", True, None), ("_in_process", False, None)] + [
         (f"_in_process_switch_{us}us", False, us) for us in args.switch_us or []

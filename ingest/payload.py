@@ -2,12 +2,15 @@
 and ``grounded doctor`` read back.
 
 A point's payload is the flat dict of :class:`StoredChunk`'s fields, in that order, written by
-:func:`chunk_payload`. Some fields have an engine index (:data:`KEYWORD_FIELDS`,
-:data:`INTEGER_FIELDS`, and :data:`TENANT` with ``is_tenant``); the API filters on
-:data:`FILTERABLE_FIELDS`; re-ingest reads :data:`STATE_FIELDS`. ``sentences`` (where each
-whole sentence of the text starts, relative to it) lets extractive answers quote sentences
-without splitting text at query time; points written before it existed read as ``None``, and
-their readers split. Nothing here imports ``ingest.index`` (which imports this).
+:func:`chunk_payload`, less empty ``headings`` and ``metadata``, with ``sentences`` as one string
+of numbers ("0 41 97"): each value costs a conversion in the engine's Python binding, about half
+of what writing a point into Qdrant Edge costs (``bench/edge_writes.py``). Some fields have an
+engine index (:data:`KEYWORD_FIELDS`, :data:`INTEGER_FIELDS`, and :data:`TENANT` with
+``is_tenant``); the API filters on :data:`FILTERABLE_FIELDS`; re-ingest reads
+:data:`STATE_FIELDS`. ``sentences`` (where each whole sentence of the text starts, relative to
+it) lets extractive answers quote sentences without splitting text at query time; points written
+before it existed read as ``None``, and their readers split. Nothing here imports
+``ingest.index`` (which imports this).
 
 Example::
 
@@ -47,7 +50,18 @@ class StoredChunk:
     sentences: list[int] | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in FIELDS}
+        """The payload to store: every field, in order, but empty ``headings`` and ``metadata``
+        (read back as empty) and ``sentences`` packed into one string ("" for no whole
+        sentence, absent for unknown)."""
+        payload = {name: getattr(self, name) for name in FIELDS}
+        for name in _OMITTED_WHEN_EMPTY:
+            if not payload[name]:
+                del payload[name]
+        if self.sentences is None:
+            del payload["sentences"]
+        else:
+            payload["sentences"] = " ".join(map(str, self.sentences))
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> StoredChunk:
@@ -72,6 +86,7 @@ class StoredChunk:
 
 
 FIELDS = tuple(f.name for f in fields(StoredChunk))
+_OMITTED_WHEN_EMPTY = ("headings", "metadata")
 TENANT = "tenant"
 # Without these a point can be neither served nor checked for being current.
 REQUIRED_FIELDS = ("doc_id", "chunk_index", "chunk_count", "doc_hash", "text")
@@ -108,7 +123,13 @@ def chunk_payload(
 
 def _sentence_starts(value: Any, length: int) -> list[int] | None:
     """Stored sentence starts if they are usable (increasing offsets inside the text), else None,
-    which makes readers split the text themselves, as for points written before they existed."""
+    which makes readers split the text themselves, as for points written before they existed.
+    They are stored as a string of numbers; points written before 2026-11-28 hold a list."""
+    if isinstance(value, str):
+        try:
+            value = [int(item) for item in value.split()]
+        except ValueError:
+            return None
     if not isinstance(value, list):
         return None
     starts: list[int] = []

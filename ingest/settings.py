@@ -350,7 +350,7 @@ class IngestSettings(Concern):
     ingest_index_process: Literal["auto", "on", "off"] = Field(
         "auto",
         description="`grounded ingest` writes an embedded (Qdrant Edge) collection from a "
-        "process of its own: building Edge points gives up the GIL ~154 times each, so beside a "
+        "process of its own: building Edge points gives up the GIL ~94 times each, so beside a "
         "thread that feeds a GPU they are written ~100x slower (docs/scaling.md, 'GPU "
         "ingestion'). auto = when the embedding model runs on a GPU. Not used with a Qdrant "
         "server.",

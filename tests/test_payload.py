@@ -62,10 +62,12 @@ def test_payload_written_by_the_ingestor_reads_back_into_the_same_chunk(
             "metadata",
         ):
             assert getattr(got, name) == getattr(chunk, name), name
-        # Sentence starts come back as the ints they were (both engines store JSON).
+        # Sentence starts, stored as one string, come back as the ints they were.
         assert got.sentences == list(chunk.sentences) and got.sentences
         assert all(type(s) is int for s in got.sentences)
-    assert all(list(p) == list(FIELDS) and payload_problem(p) is None for p in payloads.values())
+    for p in payloads.values():
+        assert list(p) == [name for name in FIELDS if name in p] and payload_problem(p) is None
+        assert ("headings" in p) == bool(p.get("headings"))
 
     # Retrieval hands out exactly the stored fields.
     result = HybridRetriever(index, embedder, settings).retrieve(
@@ -124,13 +126,33 @@ def test_old_payloads_read_leniently() -> None:
         ([0, 11], None),  # outside the text
         ([0, 2.5], None),
         ([True], None),
+        ("0 5", [0, 5]),  # as written since 2026-11-28
+        ("", []),
         ("0,5", None),
+        ("0 five", None),
+        ("0 11", None),
         (None, None),
     ],
 )
 def test_stored_sentence_starts_are_used_only_when_usable(sentences: Any, read: Any) -> None:
     payload = {"doc_id": "d", "chunk_index": 0, "text": "One. Two.!", "sentences": sentences}
     assert StoredChunk.from_payload(payload).sentences == read
+
+
+def test_a_payload_leaves_out_empty_fields_and_packs_sentence_starts() -> None:
+    """Every stored value costs a conversion in the engine's binding, the bound on Edge's write
+    rate: what reads back as empty is not written, and the starts are one string."""
+    bare = StoredChunk("default", "d", 0, 1, "h", "One. Two.", "T", [], "s", 0, 9, {}, [0, 5])
+    payload = bare.to_payload()
+    assert "headings" not in payload and "metadata" not in payload
+    assert payload["sentences"] == "0 5"
+    assert StoredChunk.from_payload(payload) == bare
+    full = StoredChunk("acme", "d", 1, 2, "h", "One.", "T", ["A"], "s", 4, 8, {"k": 1}, [])
+    assert list(full.to_payload()) == list(FIELDS) and full.to_payload()["sentences"] == ""
+    assert StoredChunk.from_payload(full.to_payload()) == full
+    unknown = StoredChunk("default", "d", 0, 1, "h", "t", "", [], "", 0, 1, {}, None)
+    assert "sentences" not in unknown.to_payload()
+    assert StoredChunk.from_payload(unknown.to_payload()) == unknown
 
 
 def test_indexed_fields_are_payload_fields() -> None:

@@ -1,6 +1,6 @@
 """A :class:`~ingest.index.base.VectorIndex` run in a process of its own.
 
-Why: qdrant_edge builds each point with PyO3 conversions that give up the GIL ~154 times
+Why: qdrant_edge builds each point with PyO3 conversions that give up the GIL ~94 times
 (docs/scaling.md, "GPU ingestion"), so a writer thread in the process that feeds a GPU loses the
 GIL to that busy thread at every release and writes ~100× slower than alone. In a process of its
 own, the shard's points are built beside nothing: the ingest pipeline's writer thread only
