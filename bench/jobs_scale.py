@@ -390,11 +390,11 @@ def count_points(workers: Sequence[Worker], collection: str, qdrant_url: str | N
 
     total = 0
     for worker in workers:
-        index = EdgeIndex(worker.data_dir)
+        edge = EdgeIndex(worker.data_dir)
         try:
-            total += index.count(collection)
+            total += edge.count(collection)
         finally:
-            index.close()
+            edge.close()
     return total
 
 
