@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 import time
@@ -158,6 +159,10 @@ def test_nested_bulk_loads_of_one_collection(tmp_path: Path) -> None:
 def test_a_parent_that_goes_away_leaves_what_was_written(tmp_path: Path) -> None:
     index = ProcessIndex(partial(EdgeIndex, tmp_path / "data"))
     _fill(index, 50)
+    # Meanwhile the lock names the child and the process it serves, the one a user knows.
+    with pytest.raises(DataDirLocked) as locked:
+        EdgeIndex(tmp_path / "data")
+    assert locked.value.owner.startswith(f"pid {index._process.pid}, serving pid {os.getpid()}: ")
     index._conn.close()  # as when this process dies: the child reads EOF, not "close"
     index._process.join(30)
     assert index._process.exitcode == 0

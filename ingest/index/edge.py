@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -71,6 +72,15 @@ class DataDirLocked(IndexProblem):
         return type(self), (self.data_dir, self.owner)
 
 
+def _this_process() -> str:
+    """Who holds the lock, as a user looking for the process would want it: a child serving
+    the index for another process (``ProcessIndex``) names that one too."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return f"pid {os.getpid()}"
+    return f"pid {os.getpid()}, serving pid {parent.pid}"
+
+
 class DataDirLock:
     """An exclusive ``flock`` on ``<data_dir>/grounded.lock``, released when the process dies."""
 
@@ -90,7 +100,7 @@ class DataDirLock:
             raise DataDirLocked(self.path.parent, owner) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()}: {' '.join(sys.argv[:3])}")
+        handle.write(f"{_this_process()}: {' '.join(sys.argv[:3])}")
         handle.flush()
         self._file = handle
 
