@@ -162,7 +162,7 @@ def test_a_parent_that_goes_away_leaves_what_was_written(tmp_path: Path) -> None
     # Meanwhile the lock names the child and the process it serves, the one a user knows.
     with pytest.raises(DataDirLocked) as locked:
         EdgeIndex(tmp_path / "data")
-    assert locked.value.owner.startswith(f"pid {index._process.pid}, serving pid {os.getpid()}: ")
+    assert locked.value.owner.startswith(f"pid {index._process.pid}, child of pid {os.getpid()}: ")
     index._conn.close()  # as when this process dies: the child reads EOF, not "close"
     index._process.join(30)
     assert index._process.exitcode == 0

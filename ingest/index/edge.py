@@ -73,12 +73,12 @@ class DataDirLocked(IndexProblem):
 
 
 def _this_process() -> str:
-    """Who holds the lock, as a user looking for the process would want it: a child serving
-    the index for another process (``ProcessIndex``) names that one too."""
+    """Who holds the lock, as a user looking for the process would want it: a child process
+    (the one a ``ProcessIndex`` serves the index from) names its parent too, the one started."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return f"pid {os.getpid()}"
-    return f"pid {os.getpid()}, serving pid {parent.pid}"
+    return f"pid {os.getpid()}, child of pid {parent.pid}"
 
 
 class DataDirLock:
